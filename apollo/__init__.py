@@ -1,0 +1,1 @@
+"""APOLLO: the policy engine that forecasts node load and decides placement and migration."""

@@ -1,0 +1,1 @@
+"""Developer and operator CLI, including the local control plane used by tests and the demo."""

@@ -1,0 +1,1 @@
+"""Migration controller: capture, checkpoint, evict, watch the replacement."""

@@ -1,0 +1,1 @@
+"""Mutating admission webhook: checkpoint PVCs and migration-aware pod patches."""
