@@ -61,8 +61,8 @@ def run_demo(run_dir: Path, keep: bool = False) -> int:
     cluster.start()
     try:
         api = cluster.api_client()
-        core = client.CoreV1Api(api)
-        apps = client.AppsV1Api(api)
+        core: Any = client.CoreV1Api(api)
+        apps: Any = client.AppsV1Api(api)  # manifests are plain dicts, which the client accepts
         names = create_kwok_nodes(core, [kwok_node(f"node-{i}", cpu="4", memory="16Gi") for i in range(3)])
         _say(f"kwok nodes Ready: {', '.join(names)}")
         apps.create_namespaced_deployment("default", deployment("trainer", 6))
@@ -72,7 +72,10 @@ def run_demo(run_dir: Path, keep: bool = False) -> int:
         for pod in sorted(pods, key=lambda p: p.metadata.name):
             _say(f"  {pod.metadata.name:<32} {pod.spec.node_name:<8} {pod.status.phase}")
         if keep:
-            _say(f"cluster left running; export KUBECONFIG={cluster.kubeconfig}; `apolloctl cluster down` stops it")
+            _say(
+                f"cluster left running; export KUBECONFIG={cluster.kubeconfig}\n"
+                "`apolloctl cluster down` stops it"
+            )
         return 0
     finally:
         if not keep:

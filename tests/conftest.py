@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -39,10 +40,8 @@ class ClusterHandle:
 
     def delete_nodes(self, names: list[str]) -> None:
         for name in names:
-            try:
+            with contextlib.suppress(Exception):
                 self.core.delete_node(name)
-            except Exception:  # noqa: BLE001 - already gone is fine
-                pass
             if name in self._nodes:
                 self._nodes.remove(name)
 
@@ -88,4 +87,3 @@ def namespace(cluster: ClusterHandle) -> Iterator[str]:
             time.sleep(0.1)
     yield name
     cluster.core.delete_namespace(name)
-

@@ -106,7 +106,9 @@ def _staging_replaces(go: str, workdir: Path, log: Path) -> list[str]:
         line.split()[0] for line in gomod.splitlines() if "=> ./staging/src/" in line and line.strip()
     )
     if not staging:
-        raise ComponentError("kube-all", "no staging replace directives found in k8s.io/kubernetes go.mod", log)
+        raise ComponentError(
+            "kube-all", "no staging replace directives found in k8s.io/kubernetes go.mod", log
+        )
     minor_patch = K8S_VERSION.split(".", 1)[1]
     return [f"\t{mod} => {mod} v0.{minor_patch}" for mod in staging]
 
@@ -150,7 +152,13 @@ def build_kube_all(log: Log = print) -> Path:
         )
         tmp = root / "bin" / "kube-all.tmp"
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        _run("kube-all", [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), "."], src, build_log, env)
+        _run(
+            "kube-all",
+            [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), "."],
+            src,
+            build_log,
+            env,
+        )
         tmp.rename(binary)
     return binary
 
@@ -171,7 +179,13 @@ def build_kwok(log: Log = print) -> Path:
         tmpbin.mkdir(exist_ok=True)
         env = _go_env(tmpbin)
         env["GOFLAGS"] = "-trimpath"
-        _run("kwok", [go, "install", "-ldflags=-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"], root, build_log, env)
+        _run(
+            "kwok",
+            [go, "install", "-ldflags=-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
+            root,
+            build_log,
+            env,
+        )
         (root / "bin").mkdir(exist_ok=True)
         (tmpbin / "kwok").rename(binary)
     return binary
@@ -179,7 +193,9 @@ def build_kwok(log: Log = print) -> Path:
 
 def ensure_prometheus(log: Log = print) -> Path:
     """Prometheus from Debian's package, installed when missing and we are allowed to (root)."""
-    found = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
+    found = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
+    )
     if found:
         return Path(found)
     apt = shutil.which("apt-get")
@@ -192,7 +208,13 @@ def ensure_prometheus(log: Log = print) -> Path:
     log("installing prometheus from Debian's package")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     _run("prometheus", [apt, "update"], Path("/"), log_path, env)
-    _run("prometheus", [apt, "install", "-y", "--no-install-recommends", "prometheus"], Path("/"), log_path, env)
+    _run(
+        "prometheus",
+        [apt, "install", "-y", "--no-install-recommends", "prometheus"],
+        Path("/"),
+        log_path,
+        env,
+    )
     return Path(shutil.which("prometheus") or "/usr/bin/prometheus")
 
 

@@ -150,6 +150,7 @@ class ClusterPKI:
     scheduler: KeyPair
     controller_manager: KeyPair
     kwok: KeyPair
+    front_proxy_client: KeyPair
     service_account: KeyPair
 
 
@@ -177,6 +178,9 @@ def generate_cluster_pki(directory: Path) -> tuple[CertificateAuthority, Cluster
         # kwok plays every kubelet: it writes node and pod status for all nodes, which the
         # Node authorizer would not grant to one identity, so it runs as a cluster admin.
         kwok=ca.issue("kwok", "kwok-controller", organizations=("system:masters",), client=True),
+        # The apiserver presents this to aggregated API servers; configuring it (and the
+        # request-header CA) keeps components from logging a missing-CA error every second.
+        front_proxy_client=ca.issue("front-proxy-client", "front-proxy-client", client=True),
         service_account=service_account_keys(directory),
     )
     return ca, pki

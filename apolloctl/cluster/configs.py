@@ -126,11 +126,11 @@ _STAGES: list[dict[str, Any]] = [
             "{{ $lastTransitionTime := or .metadata.creationTimestamp $now }}\n"
             + _NODE_CONDITIONS
             + "allocatable:\n"
-            "{{ with .status.allocatable }}{{ YAML . 1 }}{{ else }}  cpu: \"32\"\n  memory: 128Gi\n"
-            "  pods: \"110\"\n{{ end }}\n"
+            '{{ with .status.allocatable }}{{ YAML . 1 }}{{ else }}  cpu: "32"\n  memory: 128Gi\n'
+            '  pods: "110"\n{{ end }}\n'
             "capacity:\n"
-            "{{ with .status.capacity }}{{ YAML . 1 }}{{ else }}  cpu: \"32\"\n  memory: 128Gi\n"
-            "  pods: \"110\"\n{{ end }}\n"
+            '{{ with .status.capacity }}{{ YAML . 1 }}{{ else }}  cpu: "32"\n  memory: 128Gi\n'
+            '  pods: "110"\n{{ end }}\n'
             "nodeInfo:\n"
             "  architecture: amd64\n"
             "  operatingSystem: linux\n"
@@ -242,9 +242,11 @@ startTime: {{ $now | Quote }}
             "statusTemplate": """\
 {{ $now := Now }}
 {{ $root := . }}
-{{ $done := splitList "," (index .metadata.annotations "%s") }}
+{{ $done := splitList "," (index .metadata.annotations "__ANNOTATION__") }}
 {{ $finished := 0 }}
-{{ range .spec.containers }}{{ if has .name $done }}{{ $finished = add1 $finished }}{{ end }}{{ end }}
+{{ range .spec.containers }}
+{{ if has .name $done }}{{ $finished = add1 $finished }}{{ end }}
+{{ end }}
 {{ $all := eq $finished (len .spec.containers) }}
 conditions:
 {{ range .status.conditions }}
@@ -283,8 +285,7 @@ containerStatuses:
 {{ end }}
 {{ end }}
 phase: {{ if $all }}Succeeded{{ else }}Running{{ end }}
-"""
-            % COMPLETE_ANNOTATION,
+""".replace("__ANNOTATION__", COMPLETE_ANNOTATION),
         },
     },
     {

@@ -14,7 +14,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class ClusterConfig:
     # Explicit ports are for callers that need stable addresses; 0 means "pick a free one".
     apiserver_port: int = 0
     prometheus_port: int = 0
+    # Extra command-line flags per component name (e.g. feature gates), appended last.
+    extra_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,7 +69,7 @@ class Endpoints:
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None, expect: bytes | None = None) -> bool:
-    with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(url, timeout=2, context=context) as resp:
         body: bytes = resp.read()
         return resp.status == 200 and (expect is None or expect in body)
 
@@ -149,7 +151,7 @@ class LocalCluster:
 
     def _prepare_run_dir(self) -> None:
         stop_recorded(self.run_dir)  # a previous run in the same directory must not linger
-        for sub in ("etcd", "pki", "prometheus"):
+        for sub in ("etcd", "pki", "prometheus", "logs"):
             shutil.rmtree(self.run_dir / sub, ignore_errors=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.prometheus_targets_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +162,15 @@ class LocalCluster:
             "apiserver": self.config.apiserver_port,
             "prometheus": self.config.prometheus_port,
         }
-        for name in ("etcd_client", "etcd_peer", "apiserver", "scheduler", "controller_manager", "kwok", "prometheus"):
+        for name in (
+            "etcd_client",
+            "etcd_peer",
+            "apiserver",
+            "scheduler",
+            "controller_manager",
+            "kwok",
+            "prometheus",
+        ):
             port = chosen.get(name) or free_port()
             ensure_port_free(name.replace("_", "-"), port)
             setattr(e, name, port)
@@ -180,6 +190,7 @@ class LocalCluster:
             path.chmod(0o600)
 
     def _spawn(self, name: str, argv: list[str]) -> Process:
+        argv = argv + list(self.config.extra_args.get(name, ()))
         proc = Process(name, argv, self.logs_dir / f"{name}.log", die_with_parent=self.config.die_with_parent)
         self.log(f"starting {name}")
         proc.start()
@@ -243,6 +254,16 @@ class LocalCluster:
                 "StorageObjectInUseProtection,PersistentVolumeClaimResize,DefaultTolerationSeconds,"
                 "Priority,RuntimeClass,PodSecurity,CertificateApproval,CertificateSigning,"
                 "CertificateSubjectRestriction,DefaultIngressClass,TaintNodesByCondition,LimitRanger",
+                f"--requestheader-client-ca-file={p.ca.cert}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={p.front_proxy_client.cert}",
+                f"--proxy-client-key-file={p.front_proxy_client.key}",
+                # The `kubernetes` Service cannot list a loopback endpoint, and nothing runs
+                # in-cluster here, so the reconciler would only log a validation error forever.
+                "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
@@ -281,7 +302,9 @@ class LocalCluster:
             ],
         )
         proc.wait_ready(
-            lambda: _http_ok(f"https://127.0.0.1:{self.endpoints.controller_manager}/healthz", _insecure_tls()),
+            lambda: _http_ok(
+                f"https://127.0.0.1:{self.endpoints.controller_manager}/healthz", _insecure_tls()
+            ),
             self.config.start_timeout,
         )
 
@@ -339,13 +362,19 @@ class LocalCluster:
                 "--cidr=10.244.0.0/16",
             ],
         )
-        proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{self.endpoints.kwok}/healthz"), self.config.start_timeout)
+        proc.wait_ready(
+            lambda: _http_ok(f"http://127.0.0.1:{self.endpoints.kwok}/healthz"), self.config.start_timeout
+        )
 
     def _start_prometheus(self) -> None:
         assert self.binaries
         pdir = self.run_dir / "prometheus"
         cfg = pdir / "prometheus.yml"
-        cfg.write_text(configs.dump_yaml(configs.prometheus_config(self.prometheus_targets_dir, self.config.scrape_interval)))
+        cfg.write_text(
+            configs.dump_yaml(
+                configs.prometheus_config(self.prometheus_targets_dir, self.config.scrape_interval)
+            )
+        )
         proc = self._spawn(
             "prometheus",
             [
@@ -384,7 +413,7 @@ class LocalCluster:
         """A kubernetes.client.ApiClient for the admin user."""
         from kubernetes import config as kconfig
 
-        return kconfig.new_client_from_config(config_file=str(self.kubeconfig))
+        return kconfig.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
 
 
 def read_state(run_dir: Path) -> dict[str, Any] | None:
@@ -418,7 +447,9 @@ def probe_recorded(run_dir: Path) -> dict[str, str]:
         "etcd": lambda: _http_ok(f"http://127.0.0.1:{e.etcd_client}/health", expect=b'"true"'),
         "kube-apiserver": lambda: _http_ok(f"{e.apiserver_url}/readyz", insecure),
         "kube-scheduler": lambda: _http_ok(f"https://127.0.0.1:{e.scheduler}/healthz", insecure),
-        "kube-controller-manager": lambda: _http_ok(f"https://127.0.0.1:{e.controller_manager}/healthz", insecure),
+        "kube-controller-manager": lambda: _http_ok(
+            f"https://127.0.0.1:{e.controller_manager}/healthz", insecure
+        ),
         "kwok": lambda: _http_ok(f"http://127.0.0.1:{e.kwok}/healthz"),
         "prometheus": lambda: _http_ok(f"{e.prometheus_url}/-/ready"),
     }
@@ -426,7 +457,7 @@ def probe_recorded(run_dir: Path) -> dict[str, str]:
     for name, check in checks.items():
         try:
             out[name] = "ok" if check() else "unhealthy"
-        except Exception as exc:  # noqa: BLE001 - report, do not raise, in a status view
+        except Exception as exc:
             out[name] = f"unreachable ({exc.__class__.__name__})"
     return out
 

@@ -102,7 +102,7 @@ class Process:
             try:
                 if probe():
                     return
-            except Exception:  # noqa: BLE001 - any probe failure means "not ready yet"
+            except Exception:
                 pass
             if time.monotonic() > deadline:
                 raise ComponentError(self.name, f"not ready after {timeout:.0f}s", self.log)

@@ -19,7 +19,9 @@ from tests.helpers import wait_for
 pytestmark = pytest.mark.e2e
 
 
-def _pod_spec(node_selector: dict[str, str], containers: list[dict[str, Any]], restart: str) -> dict[str, Any]:
+def _pod_spec(
+    node_selector: dict[str, str], containers: list[dict[str, Any]], restart: str
+) -> dict[str, Any]:
     return {"nodeSelector": node_selector, "restartPolicy": restart, "containers": containers}
 
 
@@ -83,7 +85,9 @@ def test_job_container_completes_while_other_keeps_running(cluster: ClusterHandl
                 "backoffLimit": 0,
                 "template": {
                     "metadata": {"annotations": {COMPLETE_ANNOTATION: "loader"}},
-                    "spec": _pod_spec({"pool": namespace}, [_container("loader"), _container("trainer")], "Never"),
+                    "spec": _pod_spec(
+                        {"pool": namespace}, [_container("loader"), _container("trainer")], "Never"
+                    ),
                 },
             },
         },
@@ -138,8 +142,11 @@ def test_pvc_binds_to_precreated_pv(cluster: ClusterHandle, namespace: str) -> N
         },
     )
     pvc = wait_for(
-        lambda: (c := cluster.core.read_namespaced_persistent_volume_claim("ckpt", namespace)).status.phase == "Bound"
-        and c,
+        lambda: (
+            (c := cluster.core.read_namespaced_persistent_volume_claim("ckpt", namespace)).status.phase
+            == "Bound"
+            and c
+        ),
         what="PVC Bound",
     )
     assert pvc.spec.volume_name == pv_name
@@ -181,8 +188,10 @@ def test_eviction_respects_pod_disruption_budget(cluster: ClusterHandle, namespa
 
     wait_for(lambda: len(ready_pods()) == 2, what="2 guarded pods Running")
     wait_for(
-        lambda: (pdb := cluster.policy.read_namespaced_pod_disruption_budget("guard", namespace)).status
-        and pdb.status.current_healthy == 2,
+        lambda: (
+            (pdb := cluster.policy.read_namespaced_pod_disruption_budget("guard", namespace)).status
+            and pdb.status.current_healthy == 2
+        ),
         what="PDB status observed by the disruption controller",
     )
     victim = ready_pods()[0].metadata.name
@@ -190,12 +199,16 @@ def test_eviction_respects_pod_disruption_budget(cluster: ClusterHandle, namespa
     with pytest.raises(client.ApiException) as refused:
         cluster.core.create_namespaced_pod_eviction(victim, namespace, eviction)
     assert refused.value.status == 429
-    assert "disruption budget" in json.loads(refused.value.body)["message"]
+    assert "disruption budget" in json.loads(refused.value.body or "{}")["message"]
 
     cluster.policy.patch_namespaced_pod_disruption_budget("guard", namespace, {"spec": {"minAvailable": 1}})
     wait_for(
-        lambda: cluster.policy.read_namespaced_pod_disruption_budget("guard", namespace).status.disruptions_allowed
-        == 1,
+        lambda: (
+            cluster.policy.read_namespaced_pod_disruption_budget(
+                "guard", namespace
+            ).status.disruptions_allowed
+            == 1
+        ),
         what="PDB to allow one disruption",
     )
     cluster.core.create_namespaced_pod_eviction(victim, namespace, eviction)
