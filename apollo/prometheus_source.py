@@ -1,0 +1,150 @@
+"""Node metrics from Prometheus (the only place APOLLO reads the outside world for load).
+
+The adapter turns PromQL vector / matrix answers into plain `{(node, resource): value}` data and
+numpy arrays; it drops NaN, infinities and negatives (and counts them) so that the pure forecaster
+never sees them, and it raises `SourceError` instead of leaking HTTP exceptions to the engine.
+Counter resets are absorbed by `rate()` in the default queries, which is why every counter-based
+query is written with `rate`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from apollo.config import PrometheusSettings
+
+_INSTANCE_PORT = re.compile(r":\d+$")
+
+
+class SourceError(RuntimeError):
+    """Prometheus could not be queried or answered with an error."""
+
+
+class PromClient(Protocol):
+    """The two calls APOLLO needs; prometheus_api_client.PrometheusConnect satisfies it."""
+
+    def custom_query(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+    def custom_query_range(
+        self, query: str, start_time: dt.datetime, end_time: dt.datetime, step: str, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class Sample:
+    """The latest value per (node, resource), with its timestamp and what was dropped on the way."""
+
+    values: dict[tuple[str, str], float] = field(default_factory=dict)
+    timestamps: dict[tuple[str, str], float] = field(default_factory=dict)
+    dropped: int = 0
+    failed_resources: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class History:
+    """Aligned history for tuning: one row per (node, resource) key, NaN where no sample exists."""
+
+    keys: list[tuple[str, str]]
+    times: npt.NDArray[np.float64]
+    values: npt.NDArray[np.float64]
+    dropped: int = 0
+
+
+def clean_value(raw: Any) -> float | None:
+    """A usable utilisation value, or None for NaN / inf / negative / unparsable input."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return value
+
+
+class PrometheusSource:
+    """Reads the configured per-resource PromQL queries and maps series to Kubernetes node names."""
+
+    def __init__(self, settings: PrometheusSettings, client: PromClient | None = None) -> None:
+        self.settings = settings
+        if client is None:
+            from prometheus_api_client import PrometheusConnect
+
+            client = PrometheusConnect(
+                url=settings.url, disable_ssl=not settings.verify_tls, timeout=settings.timeout_seconds
+            )
+        self.client = client
+
+    def node_of(self, labels: Mapping[str, str]) -> str | None:
+        node = labels.get(self.settings.node_label)
+        if node:
+            return node
+        instance = labels.get("instance")
+        if not instance:
+            return None
+        return self.settings.instance_to_node.get(instance) or _INSTANCE_PORT.sub("", instance)
+
+    def latest(self) -> Sample:
+        """One instant query per resource; a failing resource is reported, the others still count."""
+        sample = Sample()
+        errors = 0
+        for resource, query in self.settings.queries.items():
+            try:
+                result = self.client.custom_query(query)
+            except Exception as exc:  # noqa: BLE001 - any client/transport failure is a source error
+                sample.failed_resources[resource] = f"{type(exc).__name__}: {exc}"[:300]
+                errors += 1
+                continue
+            for series in result:
+                node = self.node_of(series.get("metric", {}))
+                ts_value = series.get("value") or [None, None]
+                value = clean_value(ts_value[1])
+                if node is None or value is None:
+                    sample.dropped += 1
+                    continue
+                sample.values[(node, resource)] = value
+                sample.timestamps[(node, resource)] = float(ts_value[0])
+        if errors and errors == len(self.settings.queries):
+            raise SourceError("; ".join(f"{r}: {e}" for r, e in sample.failed_resources.items()))
+        return sample
+
+    def history(self, start: dt.datetime, end: dt.datetime, step_seconds: float) -> History:
+        """query_range for every resource, aligned on one time grid (gaps stay NaN)."""
+        n_steps = int((end - start).total_seconds() // step_seconds) + 1
+        times = np.array([start.timestamp() + i * step_seconds for i in range(n_steps)], dtype=np.float64)
+        rows: dict[tuple[str, str], npt.NDArray[np.float64]] = {}
+        dropped = 0
+        step = f"{step_seconds:g}s"
+        for resource, query in self.settings.queries.items():
+            try:
+                result = self.client.custom_query_range(query, start_time=start, end_time=end, step=step)
+            except Exception as exc:  # noqa: BLE001
+                raise SourceError(f"{resource}: {type(exc).__name__}: {exc}") from exc
+            for series in result:
+                node = self.node_of(series.get("metric", {}))
+                if node is None:
+                    dropped += 1
+                    continue
+                row = rows.setdefault((node, resource), np.full(n_steps, np.nan))
+                for ts, raw in series.get("values", []):
+                    idx = int(round((float(ts) - times[0]) / step_seconds))
+                    value = clean_value(raw)
+                    if value is None:
+                        dropped += 1
+                    elif 0 <= idx < n_steps:
+                        row[idx] = value
+        keys = sorted(rows)
+        values = np.vstack([rows[k] for k in keys]) if keys else np.empty((0, n_steps))
+        return History(keys=keys, times=times, values=values, dropped=dropped)
+
+
+def keys_in_order(sample: Sample, order: Sequence[tuple[str, str]]) -> npt.NDArray[np.float64]:
+    """Values for `order`, NaN where the sample lacks a key (a gap, not a zero)."""
+    return np.array([sample.values.get(k, np.nan) for k in order], dtype=np.float64)

@@ -1,0 +1,1 @@
+"""Small pieces every service shares: settings loading and structured logging."""

@@ -1,0 +1,103 @@
+"""What the extender needs to know about a pod, read from its (JSON) spec.
+
+Pure functions over the dict kube-scheduler sends, so they are tested with real Pod JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+_SUFFIX = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+}  # fmt: skip
+
+
+def parse_quantity(value: Any) -> float:
+    """A Kubernetes resource.Quantity ("500m", "2Gi", "1.5", 3) as a float; raises ValueError."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"not a quantity: {value!r}")
+    text = value.strip()
+    if text.endswith("m"):
+        return float(text[:-1]) / 1000.0
+    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * _SUFFIX[suffix]
+    if text[-1] in "kMGTPE":
+        return float(text[:-1]) * _SUFFIX[text[-1]]
+    return float(text)
+
+
+@dataclass(frozen=True)
+class PodDemand:
+    """The pod's effective requests and the nodes its required affinity pins it to."""
+
+    namespace: str
+    name: str
+    uid: str
+    cpu_cores: float
+    memory_bytes: float
+    gpus: int
+    pinned_nodes: frozenset[str]
+
+
+def _requests(containers: list[dict[str, Any]]) -> list[tuple[float, float, float]]:
+    out = []
+    for c in containers or []:
+        req = ((c.get("resources") or {}).get("requests")) or {}
+        out.append(
+            (
+                parse_quantity(req.get("cpu", 0)),
+                parse_quantity(req.get("memory", 0)),
+                parse_quantity(req.get("nvidia.com/gpu", 0)),
+            )
+        )
+    return out
+
+
+def pinned_nodes(pod: dict[str, Any]) -> frozenset[str]:
+    """Node names a *required* node affinity restricts the pod to (hostname label or metadata.name).
+
+    Such a node was chosen on purpose (a migration target, an operator's pin), so predicted load
+    alone must never filter it out: it is scored instead.
+    """
+    affinity = ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    names: set[str] = set()
+    for term in required.get("nodeSelectorTerms") or []:
+        for expr in term.get("matchFields") or []:
+            if expr.get("key") == "metadata.name" and expr.get("operator") == "In":
+                names.update(expr.get("values") or [])
+        for expr in term.get("matchExpressions") or []:
+            if expr.get("key") == "kubernetes.io/hostname" and expr.get("operator") == "In":
+                names.update(expr.get("values") or [])
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    if node_name:
+        names.add(node_name)
+    return frozenset(names)
+
+
+def pod_demand(pod: dict[str, Any]) -> PodDemand:
+    """Effective requests: the sum over containers, or the largest init container if that is more.
+
+    Malformed quantities raise ValueError, which the caller turns into a protocol error.
+    """
+    spec = pod.get("spec") or {}
+    meta = pod.get("metadata") or {}
+    main = _requests(spec.get("containers") or [])
+    init = _requests(spec.get("initContainers") or [])
+    totals = [sum(r[i] for r in main) for i in range(3)]
+    for i in range(3):
+        totals[i] = max([totals[i], *(r[i] for r in init)])
+    return PodDemand(
+        namespace=meta.get("namespace") or "default",
+        name=meta.get("name") or "",
+        uid=meta.get("uid") or "",
+        cpu_cores=totals[0],
+        memory_bytes=totals[1],
+        gpus=int(totals[2]),
+        pinned_nodes=pinned_nodes(pod),
+    )
