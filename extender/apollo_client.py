@@ -1,0 +1,204 @@
+"""Everything the extender asks APOLLO, kept off the request path.
+
+- `Refresher`: a daemon thread that keeps `SnapshotStore` current (GetNodeScoreSnapshot, with
+  known_generation so an unchanged snapshot costs a few bytes).
+- `PolicyCache`: per-pod GetSchedulingPolicy, awaited for at most a small budget; a late answer is
+  still cached for the prioritize call that follows the filter call for the same pod.
+- `ResultReporter`: ReportSchedulingResult from a queue, so a slow APOLLO never slows a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import grpc
+
+from apollo.v1 import apollo_pb2 as pb
+from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from extender.metrics import ExtenderMetrics
+from extender.podspec import PodDemand
+from extender.ranking import PodPolicy
+from extender.snapshot import NodeEntry, Snapshot, SnapshotStore
+
+log = logging.getLogger("extender.apollo")
+
+
+def snapshot_from_proto(msg: pb.NodeScoreSnapshot) -> Snapshot:
+    nodes = {
+        n.node_name: NodeEntry(
+            score=n.score,
+            reason=n.reason,
+            overload=n.predicted_overload,
+            cpu_headroom_cores=n.cpu_headroom_cores if n.cpu_allocatable_cores > 0 else math.nan,
+            memory_headroom_bytes=float(n.memory_headroom_bytes) if n.memory_allocatable_bytes > 0 else math.nan,
+            cpu_allocatable_cores=n.cpu_allocatable_cores if n.cpu_allocatable_cores > 0 else math.nan,
+            memory_allocatable_bytes=float(n.memory_allocatable_bytes) if n.memory_allocatable_bytes > 0 else math.nan,
+        )
+        for n in msg.nodes
+    }
+    created = msg.created_at.seconds + msg.created_at.nanos / 1e9 if msg.HasField("created_at") else time.time()
+    return Snapshot(
+        generation=msg.generation, created_at=created, nodes=nodes, stale=msg.stale, stale_reason=msg.stale_reason
+    )
+
+
+class Refresher(threading.Thread):
+    """Polls APOLLO for the snapshot; on errors keeps the old one until it ages out."""
+
+    def __init__(
+        self,
+        stub: pb_grpc.SchedulingPolicyServiceStub,
+        store: SnapshotStore,
+        metrics: ExtenderMetrics,
+        interval: float,
+        timeout: float,
+        on_snapshot: list[object] | None = None,
+    ) -> None:
+        super().__init__(name="apollo-snapshot-refresher", daemon=True)
+        self.stub = stub
+        self.store = store
+        self.metrics = metrics
+        self.interval = interval
+        self.timeout = timeout
+        self._stop_event = threading.Event()
+        self.listeners: list[object] = on_snapshot or []
+
+    def refresh_once(self) -> bool:
+        held = self.store.current
+        request = pb.NodeScoreSnapshotRequest(known_generation=held.generation if held else 0)
+        try:
+            reply: pb.NodeScoreSnapshot = self.stub.GetNodeScoreSnapshot(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code().name if hasattr(exc, "code") and exc.code() else "UNKNOWN"
+            self.metrics.snapshot_refresh_errors.labels(code).inc()
+            if self.store.last_error != code:
+                log.warning("APOLLO snapshot refresh failed", extra={"code": code, "detail": str(exc.details())})
+            self.store.last_error = code
+            return False
+        if reply.not_modified and held is not None:
+            self.store.touch()
+        else:
+            snap = snapshot_from_proto(reply)
+            if held is None or held.stale != snap.stale:
+                log.info(
+                    "APOLLO snapshot received",
+                    extra={"generation": snap.generation, "nodes": len(snap.nodes), "stale": snap.stale},
+                )
+            self.store.replace(snap)
+            self.metrics.snapshot_generation.set(snap.generation)
+        return True
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.refresh_once()
+            snap = self.store.current
+            self.metrics.snapshot_age.set(snap.age() if snap else float("inf"))
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def policy_from_proto(msg: pb.SchedulingPolicy) -> PodPolicy:
+    scores = {p.node_name: p.score for p in msg.node_preferences}
+    infeasible = {p.node_name: p.reason or "infeasible per APOLLO" for p in msg.node_preferences if p.infeasible}
+    return PodPolicy(scores=scores, infeasible=infeasible)
+
+
+class PolicyCache:
+    """Per-pod policies keyed by pod UID (or namespace/name), each fetched at most once per TTL."""
+
+    def __init__(
+        self,
+        stub: pb_grpc.SchedulingPolicyServiceStub,
+        metrics: ExtenderMetrics,
+        ttl: float,
+        timeout: float,
+        max_entries: int = 50_000,
+    ) -> None:
+        self.stub = stub
+        self.metrics = metrics
+        self.ttl = ttl
+        self.timeout = timeout
+        self.max_entries = max_entries
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="apollo-policy")
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, Future[PodPolicy | None]]] = {}
+
+    def _fetch(self, pod: dict[str, object], demand: PodDemand, candidates: list[str]) -> PodPolicy | None:
+        meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+        assert isinstance(meta, dict)
+        request = pb.SchedulingPolicyRequest(
+            pod_name=demand.name,
+            pod_namespace=demand.namespace,
+            pod_uid=demand.uid,
+            pod_labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+            pod_annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+            cpu_request_cores=demand.cpu_cores,
+            memory_request_bytes=int(demand.memory_bytes),
+            gpu_request=demand.gpus,
+            candidate_nodes=candidates,
+        )
+        try:
+            return policy_from_proto(self.stub.GetSchedulingPolicy(request, timeout=self.timeout))
+        except grpc.RpcError as exc:
+            self.metrics.policy_lookups.labels("error").inc()
+            log.debug("GetSchedulingPolicy failed", extra={"pod": f"{demand.namespace}/{demand.name}", "err": str(exc)})
+            return None
+
+    def get(self, pod: dict[str, object], demand: PodDemand, candidates: list[str], budget: float) -> PodPolicy | None:
+        key = demand.uid or f"{demand.namespace}/{demand.name}"
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or now - entry[0] > self.ttl:
+                if len(self._entries) >= self.max_entries:
+                    self._entries = {k: v for k, v in self._entries.items() if now - v[0] <= self.ttl}
+                future = self._pool.submit(self._fetch, pod, demand, candidates)
+                self._entries[key] = (now, future)
+                fresh = True
+            else:
+                future = entry[1]
+                fresh = False
+        if future.done():
+            self.metrics.policy_lookups.labels("hit" if not fresh else "fetched").inc()
+            return future.result()
+        try:
+            result = future.result(timeout=budget)
+        except FutureTimeout:
+            self.metrics.policy_lookups.labels("timeout").inc()
+            return None
+        self.metrics.policy_lookups.labels("fetched").inc()
+        return result
+
+
+class ResultReporter(threading.Thread):
+    """Drains scheduling results to APOLLO; drops (and counts) when the queue is full."""
+
+    def __init__(self, stub: pb_grpc.SchedulingPolicyServiceStub, metrics: ExtenderMetrics, timeout: float) -> None:
+        super().__init__(name="apollo-result-reporter", daemon=True)
+        self.stub = stub
+        self.metrics = metrics
+        self.timeout = timeout
+        self.queue: queue.Queue[pb.SchedulingResult] = queue.Queue(maxsize=10_000)
+
+    def submit(self, result: pb.SchedulingResult) -> None:
+        try:
+            self.queue.put_nowait(result)
+        except queue.Full:
+            self.metrics.results_reported.labels("dropped").inc()
+
+    def run(self) -> None:
+        while True:
+            result = self.queue.get()
+            try:
+                self.stub.ReportSchedulingResult(result, timeout=self.timeout)
+                self.metrics.results_reported.labels("sent").inc()
+            except grpc.RpcError:
+                self.metrics.results_reported.labels("error").inc()

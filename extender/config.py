@@ -1,0 +1,59 @@
+"""Extender settings (EXTENDER_* variables or a YAML file), with defaults fit for production."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.settings import ConfigError, host_port, int_range, load, positive
+
+
+@dataclass(frozen=True)
+class ExtenderSettings:
+    """How the extender reaches APOLLO and how long it is willing to wait for it."""
+
+    bind: str = "0.0.0.0:8888"
+    apollo_address: str = "apollo.apollo-system.svc:50051"
+    # How often the background thread refreshes the score snapshot.
+    refresh_interval_seconds: float = 2.0
+    # Older than this, the snapshot no longer steers scheduling (neutral scores, no filtering).
+    snapshot_max_age_seconds: float = 30.0
+    grpc_timeout_seconds: float = 2.0
+    # Per-pod GetSchedulingPolicy: waited for at most this long, then the snapshot alone decides.
+    policy_budget_ms: float = 15.0
+    policy_cache_ttl_seconds: float = 30.0
+    policy_enabled: bool = True
+    # Watch pods to count bindings since APOLLO's last sample and report scheduling results.
+    watch_pods: bool = True
+    kubeconfig: str = ""
+    max_body_bytes: int = 64 * 2**20
+    max_nodes: int = 20_000
+    workers: int = 2
+    threads: int = 8
+    log_level: str = "INFO"
+
+    def validate(self) -> ExtenderSettings:
+        host_port("bind", self.bind)
+        host_port("apollo_address", self.apollo_address)
+        for name in (
+            "refresh_interval_seconds",
+            "snapshot_max_age_seconds",
+            "grpc_timeout_seconds",
+            "policy_budget_ms",
+            "policy_cache_ttl_seconds",
+        ):
+            positive(name, getattr(self, name))
+        if self.snapshot_max_age_seconds <= self.refresh_interval_seconds:
+            raise ConfigError("snapshot_max_age_seconds must exceed refresh_interval_seconds")
+        int_range("max_body_bytes", self.max_body_bytes, 1024, 2**31)
+        int_range("max_nodes", self.max_nodes, 1, 1_000_000)
+        int_range("workers", self.workers, 1, 64)
+        int_range("threads", self.threads, 1, 256)
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        return self
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> ExtenderSettings:
+    return load(ExtenderSettings, "EXTENDER", path, environ)
