@@ -162,8 +162,6 @@ class ApolloSettings:
         return self
 
 
-
-
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> ApolloSettings:
     """File ($APOLLO_CONFIG or `path`), then APOLLO_* variables on top, then validation."""
     return load(ApolloSettings, "APOLLO", path, environ)

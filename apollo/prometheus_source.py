@@ -34,7 +34,12 @@ class PromClient(Protocol):
     def custom_query(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
 
     def custom_query_range(
-        self, query: str, start_time: dt.datetime, end_time: dt.datetime, step: str, params: dict[str, Any] | None = None
+        self,
+        query: str,
+        start_time: dt.datetime,
+        end_time: dt.datetime,
+        step: str,
+        params: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]: ...
 
 
@@ -98,7 +103,7 @@ class PrometheusSource:
         for resource, query in self.settings.queries.items():
             try:
                 result = self.client.custom_query(query)
-            except Exception as exc:  # noqa: BLE001 - any client/transport failure is a source error
+            except Exception as exc:  # any client/transport failure is a source error
                 sample.failed_resources[resource] = f"{type(exc).__name__}: {exc}"[:300]
                 errors += 1
                 continue
@@ -125,7 +130,7 @@ class PrometheusSource:
         for resource, query in self.settings.queries.items():
             try:
                 result = self.client.custom_query_range(query, start_time=start, end_time=end, step=step)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise SourceError(f"{resource}: {type(exc).__name__}: {exc}") from exc
             for series in result:
                 node = self.node_of(series.get("metric", {}))
@@ -134,7 +139,7 @@ class PrometheusSource:
                     continue
                 row = rows.setdefault((node, resource), np.full(n_steps, np.nan))
                 for ts, raw in series.get("values", []):
-                    idx = int(round((float(ts) - times[0]) / step_seconds))
+                    idx = round((float(ts) - times[0]) / step_seconds)
                     value = clean_value(raw)
                     if value is None:
                         dropped += 1

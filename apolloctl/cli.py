@@ -99,14 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     cluster = sub.add_parser("cluster", help="the local control plane")
     csub = cluster.add_subparsers(dest="cluster_command", required=True)
-    csub.add_parser("build", help="build or locate the binaries (cached)").set_defaults(
-        func=cmd_cluster_build
-    )
+    csub.add_parser("build", help="build or locate the binaries (cached)").set_defaults(func=cmd_cluster_build)
     csub.add_parser("up", help="start the cluster and leave it running").set_defaults(func=cmd_cluster_up)
     csub.add_parser("status", help="health of each component").set_defaults(func=cmd_cluster_status)
-    csub.add_parser("kubeconfig", help="print the admin kubeconfig path").set_defaults(
-        func=cmd_cluster_kubeconfig
-    )
+    csub.add_parser("kubeconfig", help="print the admin kubeconfig path").set_defaults(func=cmd_cluster_kubeconfig)
     csub.add_parser("down", help="stop the cluster").set_defaults(func=cmd_cluster_down)
     demo = sub.add_parser("demo", help="the main scenario on a fresh local cluster")
     demo.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")

@@ -72,10 +72,7 @@ def run_demo(run_dir: Path, keep: bool = False) -> int:
         for pod in sorted(pods, key=lambda p: p.metadata.name):
             _say(f"  {pod.metadata.name:<32} {pod.spec.node_name:<8} {pod.status.phase}")
         if keep:
-            _say(
-                f"cluster left running; export KUBECONFIG={cluster.kubeconfig}\n"
-                "`apolloctl cluster down` stops it"
-            )
+            _say(f"cluster left running; export KUBECONFIG={cluster.kubeconfig}\n`apolloctl cluster down` stops it")
         return 0
     finally:
         if not keep:

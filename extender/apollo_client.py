@@ -44,7 +44,11 @@ def snapshot_from_proto(msg: pb.NodeScoreSnapshot) -> Snapshot:
     }
     created = msg.created_at.seconds + msg.created_at.nanos / 1e9 if msg.HasField("created_at") else time.time()
     return Snapshot(
-        generation=msg.generation, created_at=created, nodes=nodes, stale=msg.stale, stale_reason=msg.stale_reason
+        generation=msg.generation,
+        created_at=created,
+        nodes=nodes,
+        stale=msg.stale,
+        stale_reason=msg.stale_reason,
     )
 
 
@@ -149,7 +153,10 @@ class PolicyCache:
             return policy_from_proto(self.stub.GetSchedulingPolicy(request, timeout=self.timeout))
         except grpc.RpcError as exc:
             self.metrics.policy_lookups.labels("error").inc()
-            log.debug("GetSchedulingPolicy failed", extra={"pod": f"{demand.namespace}/{demand.name}", "err": str(exc)})
+            log.debug(
+                "GetSchedulingPolicy failed",
+                extra={"pod": f"{demand.namespace}/{demand.name}", "err": str(exc)},
+            )
             return None
 
     def get(self, pod: dict[str, object], demand: PodDemand, candidates: list[str], budget: float) -> PodPolicy | None:

@@ -29,8 +29,11 @@ class ExtenderMetrics:
         return cls(
             registry=r,
             request_seconds=Histogram(
-                "apollo_extender_request_seconds", "Server-side time per verb", ["verb"],
-                buckets=_LATENCY_BUCKETS, registry=r,
+                "apollo_extender_request_seconds",
+                "Server-side time per verb",
+                ["verb"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
             ),
             request_errors=Counter(
                 "apollo_extender_request_errors_total", "Requests answered with an error", ["verb", "kind"], registry=r
@@ -61,6 +64,9 @@ class ExtenderMetrics:
                 "apollo_extender_hot_placements", "Pods bound since APOLLO's last sample, tracked", registry=r
             ),
             results_reported=Counter(
-                "apollo_extender_scheduling_results_total", "SchedulingResult reports to APOLLO", ["outcome"], registry=r
+                "apollo_extender_scheduling_results_total",
+                "SchedulingResult reports to APOLLO",
+                ["outcome"],
+                registry=r,
             ),
-        )  # fmt: skip
+        )

@@ -34,7 +34,9 @@ class FilterOutcome:
     fallback: str = ""
 
 
-def _headroom_after(entry_cpu: float, entry_mem: float, used: tuple[float, float], demand: PodDemand) -> tuple[float, float]:
+def _headroom_after(
+    entry_cpu: float, entry_mem: float, used: tuple[float, float], demand: PodDemand
+) -> tuple[float, float]:
     return entry_cpu - used[0] - demand.cpu_cores, entry_mem - used[1] - demand.memory_bytes
 
 
@@ -74,7 +76,9 @@ def filter_nodes(
             entry.cpu_headroom_cores, entry.memory_headroom_bytes, hot.get(name, zero), demand
         )
         if cpu_left < 0:
-            failed[name] = f"predicted CPU headroom {cpu_left + demand.cpu_cores:.2f} cores < request {demand.cpu_cores:.2f}"
+            failed[name] = (
+                f"predicted CPU headroom {cpu_left + demand.cpu_cores:.2f} cores < request {demand.cpu_cores:.2f}"
+            )
         elif mem_left < 0:
             failed[name] = (
                 f"predicted memory headroom {(mem_left + demand.memory_bytes) / 2**20:.0f}Mi "
@@ -120,7 +124,12 @@ def prioritize_nodes(
                 f
                 for f in (
                     _fit(entry.cpu_headroom_cores, entry.cpu_allocatable_cores, used[0], demand.cpu_cores),
-                    _fit(entry.memory_headroom_bytes, entry.memory_allocatable_bytes, used[1], demand.memory_bytes),
+                    _fit(
+                        entry.memory_headroom_bytes,
+                        entry.memory_allocatable_bytes,
+                        used[1],
+                        demand.memory_bytes,
+                    ),
                 )
                 if not math.isnan(f)
             ]

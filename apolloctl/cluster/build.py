@@ -102,13 +102,9 @@ def _staging_replaces(go: str, workdir: Path, log: Path) -> list[str]:
     if proc.returncode != 0:
         raise ComponentError("kube-all", f"downloading k8s.io/kubernetes@{K8S_VERSION} failed", log)
     gomod = Path(json.loads(proc.stdout)["GoMod"]).read_text()
-    staging = sorted(
-        line.split()[0] for line in gomod.splitlines() if "=> ./staging/src/" in line and line.strip()
-    )
+    staging = sorted(line.split()[0] for line in gomod.splitlines() if "=> ./staging/src/" in line and line.strip())
     if not staging:
-        raise ComponentError(
-            "kube-all", "no staging replace directives found in k8s.io/kubernetes go.mod", log
-        )
+        raise ComponentError("kube-all", "no staging replace directives found in k8s.io/kubernetes go.mod", log)
     minor_patch = K8S_VERSION.split(".", 1)[1]
     return [f"\t{mod} => {mod} v0.{minor_patch}" for mod in staging]
 
@@ -193,16 +189,12 @@ def build_kwok(log: Log = print) -> Path:
 
 def ensure_prometheus(log: Log = print) -> Path:
     """Prometheus from Debian's package, installed when missing and we are allowed to (root)."""
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
-    )
+    found = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
     if found:
         return Path(found)
     apt = shutil.which("apt-get")
     if apt is None or os.geteuid() != 0:
-        raise ComponentError(
-            "prometheus", "not installed; install Debian's package: sudo apt-get install prometheus"
-        )
+        raise ComponentError("prometheus", "not installed; install Debian's package: sudo apt-get install prometheus")
     log_path = cache_root() / "prometheus-install.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log("installing prometheus from Debian's package")

@@ -131,9 +131,7 @@ class CertificateAuthority:
 def service_account_keys(directory: Path) -> KeyPair:
     """RSA pair the apiserver signs service-account tokens with and the controller-manager uses."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return KeyPair(
         cert=_write(directory / "sa.pub", pub),
         key=_write(directory / "sa.key", _key_pem(key), private=True),

@@ -31,9 +31,7 @@ def kubeconfig(server: str, ca: Path, client: KeyPair, user: str) -> dict[str, A
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "apollo-local", "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}
-        ],
+        "clusters": [{"name": "apollo-local", "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}],
         "users": [
             {
                 "name": user,
@@ -123,9 +121,7 @@ _STAGES: list[dict[str, Any]] = [
         },
         "next": {
             "statusTemplate": "{{ $now := Now }}\n"
-            "{{ $lastTransitionTime := or .metadata.creationTimestamp $now }}\n"
-            + _NODE_CONDITIONS
-            + "allocatable:\n"
+            "{{ $lastTransitionTime := or .metadata.creationTimestamp $now }}\n" + _NODE_CONDITIONS + "allocatable:\n"
             '{{ with .status.allocatable }}{{ YAML . 1 }}{{ else }}  cpu: "32"\n  memory: 128Gi\n'
             '  pods: "110"\n{{ end }}\n'
             "capacity:\n"

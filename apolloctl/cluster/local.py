@@ -270,9 +270,7 @@ class LocalCluster:
             ],
         )
         ctx = self._apiserver_tls()
-        proc.wait_ready(
-            lambda: _http_ok(f"{self.endpoints.apiserver_url}/readyz", ctx), self.config.start_timeout
-        )
+        proc.wait_ready(lambda: _http_ok(f"{self.endpoints.apiserver_url}/readyz", ctx), self.config.start_timeout)
 
     def _start_controller_manager(self) -> None:
         assert self.binaries and self.pki
@@ -302,9 +300,7 @@ class LocalCluster:
             ],
         )
         proc.wait_ready(
-            lambda: _http_ok(
-                f"https://127.0.0.1:{self.endpoints.controller_manager}/healthz", _insecure_tls()
-            ),
+            lambda: _http_ok(f"https://127.0.0.1:{self.endpoints.controller_manager}/healthz", _insecure_tls()),
             self.config.start_timeout,
         )
 
@@ -362,18 +358,14 @@ class LocalCluster:
                 "--cidr=10.244.0.0/16",
             ],
         )
-        proc.wait_ready(
-            lambda: _http_ok(f"http://127.0.0.1:{self.endpoints.kwok}/healthz"), self.config.start_timeout
-        )
+        proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{self.endpoints.kwok}/healthz"), self.config.start_timeout)
 
     def _start_prometheus(self) -> None:
         assert self.binaries
         pdir = self.run_dir / "prometheus"
         cfg = pdir / "prometheus.yml"
         cfg.write_text(
-            configs.dump_yaml(
-                configs.prometheus_config(self.prometheus_targets_dir, self.config.scrape_interval)
-            )
+            configs.dump_yaml(configs.prometheus_config(self.prometheus_targets_dir, self.config.scrape_interval))
         )
         proc = self._spawn(
             "prometheus",
@@ -447,9 +439,7 @@ def probe_recorded(run_dir: Path) -> dict[str, str]:
         "etcd": lambda: _http_ok(f"http://127.0.0.1:{e.etcd_client}/health", expect=b'"true"'),
         "kube-apiserver": lambda: _http_ok(f"{e.apiserver_url}/readyz", insecure),
         "kube-scheduler": lambda: _http_ok(f"https://127.0.0.1:{e.scheduler}/healthz", insecure),
-        "kube-controller-manager": lambda: _http_ok(
-            f"https://127.0.0.1:{e.controller_manager}/healthz", insecure
-        ),
+        "kube-controller-manager": lambda: _http_ok(f"https://127.0.0.1:{e.controller_manager}/healthz", insecure),
         "kwok": lambda: _http_ok(f"http://127.0.0.1:{e.kwok}/healthz"),
         "prometheus": lambda: _http_ok(f"{e.prometheus_url}/-/ready"),
     }

@@ -96,9 +96,7 @@ class Process:
         while True:
             code = self.exited()
             if code is not None:
-                raise ComponentError(
-                    self.name, f"exited during start-up with code {code} ({tail(self.log)})", self.log
-                )
+                raise ComponentError(self.name, f"exited during start-up with code {code} ({tail(self.log)})", self.log)
             try:
                 if probe():
                     return

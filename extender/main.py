@@ -1,0 +1,51 @@
+"""`apollo-extender`: the extender under gunicorn, configured from EXTENDER_* settings."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from common.logs import configure
+from common.settings import ConfigError
+from extender.config import ExtenderSettings, load_settings
+from extender.gunicorn_conf import options
+
+
+class ExtenderServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn embedding: each worker builds its own app (and its own background threads)."""
+
+    def __init__(self, settings: ExtenderSettings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in options(self.settings).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from extender.app import create_app
+
+        configure("apollo-extender", self.settings.log_level)
+        return create_app(self.settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="apollo-extender", description=__doc__)
+    parser.add_argument("--config", type=Path, help="YAML settings file (EXTENDER_* variables override it)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"apollo-extender: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    configure("apollo-extender", settings.log_level)
+    ExtenderServer(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Extender verbs with real ExtenderArgs JSON, on the Flask test client (no network)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import grpc
+import orjson
+import pytest
+
+from extender.app import ExtenderState, create_app
+from extender.config import ExtenderSettings, load_settings
+from extender.placements import Placement
+from extender.podspec import parse_quantity, pod_demand
+from extender.snapshot import NodeEntry, Snapshot
+
+GiB = 2**30
+
+
+def _pod(
+    name: str = "p", cpu: str = "1", memory: str = "1Gi", affinity_nodes: list[str] | None = None
+) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}"},
+        "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]},
+    }
+    if affinity_nodes:
+        pod["spec"]["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": affinity_nodes}]}
+                    ]
+                }
+            }
+        }
+    return pod
+
+
+def _entry(score: int, cpu_headroom: float, overload: bool = False, mem_headroom: float = 100 * GiB) -> NodeEntry:
+    return NodeEntry(
+        score=score,
+        reason=f"score {score}",
+        overload=overload,
+        cpu_headroom_cores=cpu_headroom,
+        memory_headroom_bytes=mem_headroom,
+        cpu_allocatable_cores=16.0,
+        memory_allocatable_bytes=128 * GiB,
+    )
+
+
+@pytest.fixture
+def app_and_state() -> tuple[Any, ExtenderState]:
+    settings = ExtenderSettings(apollo_address="127.0.0.1:1", watch_pods=False, policy_enabled=False).validate()
+    app = create_app(settings, channel=grpc.insecure_channel("127.0.0.1:1"), start_background=False)
+    state: ExtenderState = app.extensions["apollo"]
+    state.store.replace(
+        Snapshot(
+            generation=1,
+            created_at=time.time() - 5,
+            nodes={
+                "idle": _entry(90, 12.0),
+                "busy": _entry(30, 2.0),
+                "hot": _entry(5, 0.5, overload=True),
+            },
+        )
+    )
+    return app.test_client(), state
+
+
+def _post(client: Any, verb: str, payload: Any) -> Any:
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return client.post(f"/{verb}", data=body, content_type="application/json")
+
+
+def test_filter_drops_predicted_overload_with_reason(app_and_state: tuple[Any, ExtenderState]) -> None:
+    client, _ = app_and_state
+    resp = _post(client, "filter", {"Pod": _pod(cpu="1"), "NodeNames": ["idle", "busy", "hot", "unknown"]})
+    out = resp.get_json()
+    assert resp.status_code == 200 and out["Error"] == ""
+    assert out["NodeNames"] == ["idle", "busy", "unknown"]
+    assert "overload" in out["FailedNodes"]["hot"]
+    assert out["FailedAndUnresolvableNodes"] == {}
+
+
+def test_filter_drops_node_whose_headroom_is_below_request(app_and_state: tuple[Any, ExtenderState]) -> None:
+    client, _ = app_and_state
+    out = _post(client, "filter", {"Pod": _pod(cpu="4"), "NodeNames": ["idle", "busy"]}).get_json()
+    assert out["NodeNames"] == ["idle"]
+    assert out["FailedNodes"]["busy"].startswith("predicted CPU headroom 2.00 cores < request 4.00")
+
+
+def test_pinned_node_is_scored_not_filtered(app_and_state: tuple[Any, ExtenderState]) -> None:
+    client, _ = app_and_state
+    pod = _pod(affinity_nodes=["hot"])
+    out = _post(client, "filter", {"Pod": pod, "NodeNames": ["hot"]}).get_json()
+    assert out["NodeNames"] == ["hot"] and out["FailedNodes"] == {}
+
+
+def test_filter_with_full_nodelist_answers_nodelist(app_and_state: tuple[Any, ExtenderState]) -> None:
+    client, _ = app_and_state
+    nodes = {"items": [{"metadata": {"name": n}, "status": {}} for n in ("idle", "hot")]}
+    out = _post(client, "filter", {"Pod": _pod(), "Nodes": nodes}).get_json()
+    assert [n["metadata"]["name"] for n in out["Nodes"]["items"]] == ["idle"]
+    assert out["NodeNames"] is None
+
+
+def test_prioritize_ranks_by_apollo_and_hot_value(app_and_state: tuple[Any, ExtenderState]) -> None:
+    client, state = app_and_state
+    names = ["idle", "busy", "hot"]
+    scores = {
+        h["Host"]: h["Score"] for h in _post(client, "prioritize", {"Pod": _pod(), "NodeNames": names}).get_json()
+    }
+    assert scores["idle"] > scores["busy"] > scores["hot"]
+    assert all(0 <= s <= 10 for s in scores.values())
+    # A burst of pods bound to "idle" since the sample must lower its score.
+    for i in range(10):
+        state.ledger.record(f"u{i}", Placement("idle", 1.0, GiB, time.time()))
+    after = {h["Host"]: h["Score"] for h in _post(client, "prioritize", {"Pod": _pod(), "NodeNames": names}).get_json()}
+    assert after["idle"] < scores["idle"]
+
+
+def test_stale_snapshot_fails_open(app_and_state: tuple[Any, ExtenderState]) -> None:
+    client, state = app_and_state
+    snap = state.store.current
+    assert snap is not None
+    state.store.replace(Snapshot(snap.generation, snap.created_at, snap.nodes, stale=True, stale_reason="prom down"))
+    out = _post(client, "filter", {"Pod": _pod(), "NodeNames": ["idle", "hot"]}).get_json()
+    assert out["NodeNames"] == ["idle", "hot"]
+    pri = _post(client, "prioritize", {"Pod": _pod(), "NodeNames": ["idle", "hot"]}).get_json()
+    assert {h["Score"] for h in pri} == {5}
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'apollo_extender_fallbacks_total{reason="apollo-stale",verb="filter"} 1.0' in metrics
+
+
+def test_no_snapshot_fails_open_and_readyz_says_so() -> None:
+    settings = ExtenderSettings(apollo_address="127.0.0.1:1", watch_pods=False, policy_enabled=False).validate()
+    client = create_app(settings, channel=grpc.insecure_channel("127.0.0.1:1"), start_background=False).test_client()
+    out = _post(client, "filter", {"Pod": _pod(), "NodeNames": ["a", "b"]}).get_json()
+    assert out["NodeNames"] == ["a", "b"] and out["Error"] == ""
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["apollo"] == "no-snapshot"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "malformed JSON"),
+        (b"[]", "ExtenderArgs must be a JSON object"),
+        (b"{}", "ExtenderArgs.Pod is missing"),
+        (orjson.dumps({"Pod": {"metadata": {"name": "p"}}}), "neither NodeNames nor Nodes"),
+        (orjson.dumps({"Pod": "x", "NodeNames": []}), "Pod must be a Pod object"),
+        (orjson.dumps({"Pod": {"metadata": {"name": "p"}}, "NodeNames": [1]}), "NodeNames must be a list"),
+        (orjson.dumps({"Pod": {"metadata": {"name": "p"}}, "Nodes": {"items": [{}]}}), "items[0].metadata.name"),
+        (orjson.dumps({"Pod": _pod(cpu="lots"), "NodeNames": ["a"]}), "invalid resource request"),
+        (b"", "empty request body"),
+    ],
+)
+def test_bad_input_gets_precise_error(app_and_state: tuple[Any, ExtenderState], body: bytes, message: str) -> None:
+    client, _ = app_and_state
+    resp = _post(client, "filter", body)
+    assert resp.status_code == 200
+    assert message in resp.get_json()["Error"]
+    pri = _post(client, "prioritize", body)
+    assert pri.status_code == 400 and message in pri.get_json()["Error"]
+
+
+def test_oversized_body_and_too_many_nodes() -> None:
+    settings = ExtenderSettings(
+        apollo_address="127.0.0.1:1", watch_pods=False, policy_enabled=False, max_body_bytes=4096, max_nodes=3
+    ).validate()
+    client = create_app(settings, channel=grpc.insecure_channel("127.0.0.1:1"), start_background=False).test_client()
+    big = orjson.dumps({"Pod": _pod(), "NodeNames": [f"n{i}" for i in range(1000)]})
+    out = _post(client, "filter", big).get_json()
+    assert "exceeds the limit of 4096 bytes" in out["Error"]
+    out = _post(client, "filter", {"Pod": _pod(), "NodeNames": ["a", "b", "c", "d"]}).get_json()
+    assert "more than the limit of 3" in out["Error"]
+
+
+def test_non_protocol_requests_get_400s(app_and_state: tuple[Any, ExtenderState]) -> None:
+    client, _ = app_and_state
+    assert client.get("/filter").status_code == 405
+    assert client.get("/nope").status_code == 404
+    assert "Error" in client.get("/nope").get_json()
+
+
+def test_quantities_and_demand() -> None:
+    assert parse_quantity("500m") == 0.5
+    assert parse_quantity("2Gi") == 2 * GiB
+    assert parse_quantity("1k") == 1000
+    assert math.isclose(parse_quantity("1.5"), 1.5)
+    pod = _pod(cpu="250m", memory="512Mi")
+    pod["spec"]["initContainers"] = [{"name": "i", "resources": {"requests": {"cpu": "2"}}}]
+    demand = pod_demand(pod)
+    assert demand.cpu_cores == 2.0 and demand.memory_bytes == 512 * 2**20
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ValueError, match="snapshot_max_age_seconds must exceed"):
+        load_settings(environ={"EXTENDER_SNAPSHOT_MAX_AGE_SECONDS": "1", "EXTENDER_REFRESH_INTERVAL_SECONDS": "2"})
+    with pytest.raises(ValueError, match="apollo_address must be host:port"):
+        load_settings(environ={"EXTENDER_APOLLO_ADDRESS": "nohost"})
+    assert load_settings(environ={"EXTENDER_WORKERS": "3"}).workers == 3
