@@ -1,0 +1,79 @@
+"""Pod-agnostic per-node scores from the forecast, for the extender's cached snapshot. Pure numpy.
+
+Computed for every node in one vectorised pass per tick (10,000 nodes in a few milliseconds), so
+the extender's hot path is a dictionary lookup. The per-pod refinements (the pod's own use, hot
+value, insights) happen in the per-pod scoring and in the extender.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from apollo.early_warning import overload_warning
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+NEUTRAL = 50
+
+
+@dataclass(frozen=True)
+class NodeScores:
+    """Row i describes `nodes[i]`; NaN where a quantity is unknown."""
+
+    nodes: list[str]
+    score: npt.NDArray[np.int64]
+    overload: BoolArray
+    cpu_peak: FloatArray
+    memory_peak: FloatArray
+    cpu_headroom_cores: FloatArray
+    memory_headroom_bytes: FloatArray
+    reasons: list[str]
+
+
+def _peak(upper: FloatArray) -> FloatArray:
+    finite = np.isfinite(upper)
+    out = np.where(finite, upper, -np.inf).max(axis=1) if upper.size else np.empty(0)
+    return np.where(finite.any(axis=1), out, np.nan) if upper.size else out
+
+
+def score_nodes(
+    nodes: list[str],
+    cpu_upper: FloatArray,
+    memory_upper: FloatArray,
+    cpu_allocatable: FloatArray,
+    memory_allocatable: FloatArray,
+    threshold: float,
+    consecutive: int,
+) -> NodeScores:
+    """Score = predicted headroom under the decision quantile's peak over the horizon, 0-100.
+
+    A node whose upper forecast stays above `threshold` for `consecutive` steps is flagged overload
+    and capped at 10: a lone spike only lowers its score. Nodes without forecasts score neutral.
+    """
+    n = len(nodes)
+    if cpu_upper.shape[0] != n or memory_upper.shape[0] != n:
+        raise ValueError("forecast rows must match nodes")
+    cpu_peak = _peak(cpu_upper)
+    mem_peak = _peak(memory_upper)
+    worst = np.fmax(cpu_peak, mem_peak)
+    known = np.isfinite(worst)
+    score = np.where(known, np.rint(100.0 * np.clip(1.0 - np.nan_to_num(worst, nan=0.5), 0.0, 1.0)), NEUTRAL)
+    overload = (
+        overload_warning(cpu_upper, threshold, consecutive).flags
+        | overload_warning(memory_upper, threshold, consecutive).flags
+    )
+    score = np.where(overload, np.minimum(score, 10), score).astype(np.int64)
+    cpu_headroom = cpu_allocatable * (1.0 - cpu_peak)
+    mem_headroom = memory_allocatable * (1.0 - mem_peak)
+    reasons = [
+        (
+            f"{'overload predicted: ' if overload[i] else ''}cpu peak {cpu_peak[i]:.0%}, memory peak {mem_peak[i]:.0%}"
+            if known[i]
+            else "no forecast yet: neutral"
+        )
+        for i in range(n)
+    ]
+    return NodeScores(nodes, score, overload, cpu_peak, mem_peak, cpu_headroom, mem_headroom, reasons)

@@ -1,0 +1,219 @@
+"""Thin gRPC servicers: validate, translate to/from the engine's plain data, answer.
+
+Decisions live in the engine and the pure modules; a servicer only checks the message (identity
+errors -> INVALID_ARGUMENT naming the field; bad metric values -> dropped and counted), reads the
+engine's current immutable view, and builds the reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from apollo.engine import Engine, EngineView
+from apollo.metrics import ApolloMetrics
+from apollo.reports import ReportStore
+from apollo.v1 import apollo_pb2 as pb
+from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apollo.validation import FieldError, format_errors, sanitize_metrics, validate_message
+
+log = logging.getLogger("apollo.grpc")
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def _identity_errors(errors: list[FieldError]) -> list[FieldError]:
+    return [e for e in errors if not e.path.startswith("current_metrics.")]
+
+
+def _abort_invalid(context: grpc.ServicerContext, errors: list[FieldError]) -> None:
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, format_errors(errors))
+
+
+class InsightServicer(pb_grpc.InsightServiceServicer):
+    """Stores what agents report; bad metric values are dropped (and counted), not the report."""
+
+    def __init__(self, reports: ReportStore, metrics: ApolloMetrics) -> None:
+        self.reports = reports
+        self.metrics = metrics
+
+    def _accept_signature(self, sig: pb.WorkloadSignature) -> list[FieldError]:
+        errors = validate_message(sig)
+        identity = _identity_errors(errors)
+        if identity:
+            self.metrics.rejected.labels("WorkloadSignature").inc()
+            return identity
+        if sig.HasField("current_metrics"):
+            cleaned, dropped = sanitize_metrics(sig.current_metrics)
+            if dropped:
+                self.metrics.dropped_values.labels("grpc").inc(len(dropped))
+                sig.current_metrics.CopyFrom(cleaned)
+        self.reports.put_signature(sig)
+        self.metrics.reports.labels("WorkloadSignature").inc()
+        return []
+
+    def _accept_insight(self, insight: pb.ClusterInsight) -> list[FieldError]:
+        errors = validate_message(insight)
+        if errors:
+            self.metrics.rejected.labels("ClusterInsight").inc()
+            return errors
+        self.reports.put_insight(insight)
+        self.metrics.reports.labels("ClusterInsight").inc()
+        return []
+
+    def ReportWorkloadSignature(
+        self, request: pb.WorkloadSignature, context: grpc.ServicerContext
+    ) -> pb.ReportResponse:
+        errors = self._accept_signature(request)
+        if errors:
+            _abort_invalid(context, errors)
+        return pb.ReportResponse(success=True, message="accepted", request_id=request.pod_uid)
+
+    def ReportClusterInsight(self, request: pb.ClusterInsight, context: grpc.ServicerContext) -> pb.ReportResponse:
+        errors = self._accept_insight(request)
+        if errors:
+            _abort_invalid(context, errors)
+        return pb.ReportResponse(success=True, message="accepted", request_id=request.node_name)
+
+    def StreamWorkloadSignatures(
+        self, request_iterator: Iterator[pb.WorkloadSignature], context: grpc.ServicerContext
+    ) -> pb.StreamResponse:
+        received = processed = 0
+        last_error = ""
+        for sig in request_iterator:
+            received += 1
+            errors = self._accept_signature(sig)
+            if errors:
+                last_error = format_errors(errors)  # rejected alone; the stream goes on
+            else:
+                processed += 1
+        status = "ok" if processed == received else f"rejected {received - processed}: {last_error}"
+        return pb.StreamResponse(messages_received=received, messages_processed=processed, status=status)
+
+    def StreamClusterInsights(
+        self, request_iterator: Iterator[pb.ClusterInsight], context: grpc.ServicerContext
+    ) -> pb.StreamResponse:
+        received = processed = 0
+        last_error = ""
+        for insight in request_iterator:
+            received += 1
+            errors = self._accept_insight(insight)
+            if errors:
+                last_error = format_errors(errors)
+            else:
+                processed += 1
+        status = "ok" if processed == received else f"rejected {received - processed}: {last_error}"
+        return pb.StreamResponse(messages_received=received, messages_processed=processed, status=status)
+
+
+def snapshot_message(
+    view: EngineView, request: pb.NodeScoreSnapshotRequest, horizon_minutes: int
+) -> pb.NodeScoreSnapshot:
+    """The compact per-node snapshot; neutral (and flagged stale) when the engine has no fresh data."""
+    mode = pb.FORECAST_MODE_REACTIVE if view.reactive else pb.FORECAST_MODE_PREDICTIVE
+    reply = pb.NodeScoreSnapshot(
+        generation=view.generation,
+        created_at=_ts(view.created_at),
+        stale=view.stale,
+        stale_reason=view.stale_reason,
+        horizon_minutes=horizon_minutes,
+        mode=mode,
+    )
+    if request.known_generation and request.known_generation == view.generation:
+        reply.not_modified = True
+        return reply
+    s = view.scores
+    if s is None:
+        return reply
+    wanted = set(request.node_names)
+    for i, node in enumerate(s.nodes):
+        if wanted and node not in wanted:
+            continue
+        entry = reply.nodes.add(
+            node_name=node,
+            score=50 if view.stale else int(s.score[i]),
+            reason="stale: " + view.stale_reason if view.stale else s.reasons[i],
+            predicted_overload=bool(s.overload[i]) and not view.stale,
+        )
+        if math.isfinite(s.cpu_peak[i]):
+            entry.predicted_cpu_upper_percent = float(s.cpu_peak[i] * 100)
+        if math.isfinite(s.memory_peak[i]):
+            entry.predicted_memory_upper_percent = float(s.memory_peak[i] * 100)
+        if math.isfinite(s.cpu_headroom_cores[i]):
+            entry.cpu_headroom_cores = float(s.cpu_headroom_cores[i])
+            entry.cpu_allocatable_cores = float(s.cpu_headroom_cores[i] / max(1e-9, 1 - s.cpu_peak[i]))
+        if math.isfinite(s.memory_headroom_bytes[i]):
+            entry.memory_headroom_bytes = int(s.memory_headroom_bytes[i])
+            entry.memory_allocatable_bytes = int(s.memory_headroom_bytes[i] / max(1e-9, 1 - s.memory_peak[i]))
+    return reply
+
+
+class SchedulingServicer(pb_grpc.SchedulingPolicyServiceServicer):
+    def __init__(self, engine: Engine, metrics: ApolloMetrics) -> None:
+        self.engine = engine
+        self.metrics = metrics
+
+    def GetNodeScoreSnapshot(
+        self, request: pb.NodeScoreSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.NodeScoreSnapshot:
+        errors = validate_message(request)
+        if errors:
+            _abort_invalid(context, errors)
+        return snapshot_message(self.engine.view, request, self.engine.settings.forecast.horizon_minutes)
+
+    def GetSchedulingPolicy(
+        self, request: pb.SchedulingPolicyRequest, context: grpc.ServicerContext
+    ) -> pb.SchedulingPolicy:
+        errors = validate_message(request)
+        if errors:
+            _abort_invalid(context, errors)
+        view = self.engine.view
+        policy = pb.SchedulingPolicy(
+            request_id=uuid.uuid4().hex,
+            pod_name=request.pod_name,
+            pod_namespace=request.pod_namespace,
+            decision=pb.SCHEDULING_DECISION_PREFER,
+            created_at=_ts(self.engine.clock()),
+            expires_at=_ts(self.engine.clock() + self.engine.settings.forecast.step_seconds),
+        )
+        policy.resource_requirements.cpu_cores = request.cpu_request_cores
+        policy.resource_requirements.memory_bytes = request.memory_request_bytes
+        policy.resource_requirements.gpu_count = request.gpu_request
+        s = view.scores
+        if s is None or view.stale:
+            policy.decision = pb.SCHEDULING_DECISION_ALLOW
+            policy.reason = "no fresh forecast: neutral scores" + (
+                f" ({view.stale_reason})" if view.stale_reason else ""
+            )
+            return policy
+        wanted = list(request.candidate_nodes) or s.nodes
+        for node in wanted:
+            i = view.index.get(node)
+            if i is None:
+                policy.node_preferences.add(node_name=node, score=50, reason="unknown to APOLLO: neutral")
+                continue
+            score = int(s.score[i])
+            reason = s.reasons[i]
+            cpu_room = s.cpu_headroom_cores[i]
+            if request.cpu_request_cores and math.isfinite(cpu_room) and request.cpu_request_cores > cpu_room:
+                score = min(score, 10)
+                reason = f"pod CPU {request.cpu_request_cores:.2f} > predicted headroom {cpu_room:.2f}; {reason}"
+            policy.node_preferences.add(node_name=node, score=score, reason=reason)
+        policy.reason = f"risk-aware predicted headroom over {self.engine.settings.forecast.horizon_minutes} min"
+        return policy
+
+    def ReportSchedulingResult(self, request: pb.SchedulingResult, context: grpc.ServicerContext) -> pb.ReportResponse:
+        errors = validate_message(request)
+        if errors:
+            _abort_invalid(context, errors)
+        self.metrics.scheduling_results.labels("success" if request.success else "failure").inc()
+        return pb.ReportResponse(success=True, message="recorded", request_id=request.request_id)

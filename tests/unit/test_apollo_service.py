@@ -1,0 +1,144 @@
+"""APOLLO's gRPC services on a real server on a free loopback port, fed by a scripted Prometheus client."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings
+from apollo.prometheus_source import PrometheusSource
+from apollo.server import Apollo, serve
+from apollo.v1 import apollo_pb2 as pb
+from apollo.v1 import apollo_pb2_grpc as pb_grpc
+
+
+class ScriptedProm:
+    """Answers instant queries from a dict {resource: {node: value}}; raises when told to fail."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, float]] = {}
+        self.fail = False
+
+    def custom_query(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        if self.fail:
+            raise ConnectionError("connection refused")
+        resource = query.split(":")[1]
+        now = dt.datetime.now().timestamp()
+        return [{"metric": {"node": n}, "value": [now, str(v)]} for n, v in self.values.get(resource, {}).items()]
+
+    def custom_query_range(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+@pytest.fixture
+def apollo() -> Iterator[tuple[Apollo, ScriptedProm, grpc.Channel]]:
+    settings = ApolloSettings(
+        grpc_address="127.0.0.1:0",
+        http_address="127.0.0.1:0",
+        prometheus=PrometheusSettings(
+            url="http://127.0.0.1:1", queries={"cpu": "q:cpu", "memory": "q:memory"}, stale_after_seconds=0.5
+        ),
+        forecast=ForecastSettings(step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3),
+    ).validate()
+    prom = ScriptedProm()
+    running = serve(settings, PrometheusSource(settings.prometheus, prom), start_ticks=False)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}")
+    yield running, prom, channel
+    channel.close()
+    running.stop(0.5)
+
+
+def test_snapshot_ranks_idle_above_busy_and_flags_overload(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
+    running, prom, channel = apollo
+    prom.values = {
+        "cpu": {"idle": 0.1, "busy": 0.6, "hot": 0.97},
+        "memory": {"idle": 0.2, "busy": 0.5, "hot": 0.95},
+    }
+    insight = pb_grpc.InsightServiceStub(channel)
+    for node in ("idle", "busy", "hot"):
+        insight.ReportClusterInsight(
+            pb.ClusterInsight(
+                node_name=node,
+                node_resources=pb.NodeResources(cpu_allocatable_cores=16, memory_allocatable_bytes=64 * 2**30),
+            )
+        )
+    for _ in range(5):
+        running.engine.run_tick()
+    stub = pb_grpc.SchedulingPolicyServiceStub(channel)
+    snap = stub.GetNodeScoreSnapshot(pb.NodeScoreSnapshotRequest())
+    scores = {n.node_name: n for n in snap.nodes}
+    assert not snap.stale and snap.generation == 5
+    assert scores["idle"].score > scores["busy"].score > scores["hot"].score
+    assert scores["hot"].predicted_overload and not scores["idle"].predicted_overload
+    assert scores["idle"].cpu_allocatable_cores == pytest.approx(16, rel=1e-6)
+    assert 0 < scores["idle"].cpu_headroom_cores < 16
+    same = stub.GetNodeScoreSnapshot(pb.NodeScoreSnapshotRequest(known_generation=snap.generation))
+    assert same.not_modified and not same.nodes
+    policy = stub.GetSchedulingPolicy(
+        pb.SchedulingPolicyRequest(pod_name="p", pod_namespace="ns", cpu_request_cores=1, candidate_nodes=["idle", "x"])
+    )
+    prefs = {p.node_name: p for p in policy.node_preferences}
+    assert prefs["idle"].score == scores["idle"].score and prefs["x"].score == 50
+
+
+def test_prometheus_outage_turns_snapshot_stale_and_neutral(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
+    running, prom, channel = apollo
+    prom.values = {"cpu": {"a": 0.99}, "memory": {"a": 0.99}}
+    for _ in range(4):
+        running.engine.run_tick()
+    prom.fail = True
+    import time
+
+    time.sleep(0.6)
+    running.engine.run_tick()
+    snap = pb_grpc.SchedulingPolicyServiceStub(channel).GetNodeScoreSnapshot(pb.NodeScoreSnapshotRequest())
+    assert snap.stale and "prometheus unavailable" in snap.stale_reason
+    assert [(n.score, n.predicted_overload) for n in snap.nodes] == [(50, False)]
+
+
+def test_invalid_messages_get_invalid_argument_naming_the_field(
+    apollo: tuple[Apollo, ScriptedProm, grpc.Channel],
+) -> None:
+    _, _, channel = apollo
+    insight = pb_grpc.InsightServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        insight.ReportWorkloadSignature(pb.WorkloadSignature(pod_namespace="ns"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "pod_name" in (err.value.details() or "")
+    with pytest.raises(grpc.RpcError) as err:
+        pb_grpc.SchedulingPolicyServiceStub(channel).GetSchedulingPolicy(pb.SchedulingPolicyRequest(pod_name="p"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "pod_namespace" in (err.value.details() or "")
+    # A NaN metric is dropped, the signature is still accepted.
+    ok = insight.ReportWorkloadSignature(
+        pb.WorkloadSignature(
+            pod_name="p", pod_namespace="ns", current_metrics=pb.ResourceMetrics(cpu_usage_percent=float("nan"))
+        )
+    )
+    assert ok.success
+
+
+def test_stream_rejects_bad_message_without_ending(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
+    _, _, channel = apollo
+    msgs = [
+        pb.WorkloadSignature(pod_name="a", pod_namespace="ns"),
+        pb.WorkloadSignature(pod_namespace="ns"),
+        pb.WorkloadSignature(pod_name="c", pod_namespace="ns"),
+    ]
+    reply = pb_grpc.InsightServiceStub(channel).StreamWorkloadSignatures(iter(msgs))
+    assert reply.messages_received == 3 and reply.messages_processed == 2
+    assert "pod_name" in reply.status
+
+
+def test_http_health_and_metrics(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
+    import json
+    import urllib.request
+
+    running, _, _ = apollo
+    with urllib.request.urlopen(f"http://127.0.0.1:{running.http_port}/readyz", timeout=5) as r:
+        body = json.loads(r.read())
+    assert body["stale"] is True and body["stale_reason"] == "no sample yet"
+    with urllib.request.urlopen(f"http://127.0.0.1:{running.http_port}/metrics", timeout=5) as r:
+        assert b"apollo_tick_seconds" in r.read()
