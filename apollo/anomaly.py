@@ -1,0 +1,90 @@
+"""Robust anomaly flags on one-step residuals, and level-shift acceptance.
+
+Why robust: the residual scale is estimated from the residuals themselves, and bursts are exactly what we
+want to detect, so mean/std would be inflated by the very spikes they should flag. Median and MAD of the
+recent one-step residuals ignore up to half of the window being outliers.
+
+Why flags feed back into the model: a flagged observation does not update level, trend or season (the
+forecaster uses its own forecast in its place), so one 30-second spike cannot drag the next half hour of
+forecasts up. But a real regime change (a job placed on the node, a memory limit raised) also starts as a
+run of flags; after ``shift_run`` consecutive flags in the same direction the run is accepted as a level
+shift and the level jumps by the mean excess of the run, after which residuals are normal again.
+
+All functions are pure and vectorised over series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from apollo.series_arrays import BoolArray, Float32Array, FloatArray, IntArray
+
+MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
+
+
+def robust_center_scale(
+    residuals: Float32Array, count: IntArray, floor: float
+) -> tuple[FloatArray, FloatArray]:
+    """Median and MAD-based sigma of a residual block ``[window, n]`` (NaN = no residual).
+
+    ``count`` is the number of non-NaN entries per series. The scale is never below ``floor``.
+    """
+    ordered = np.sort(residuals, axis=0)
+    center = _sorted_median(ordered, count)
+    deviations = np.abs(residuals - center[None, :].astype(np.float32))
+    mad = _sorted_median(np.sort(deviations, axis=0), count)
+    scale = np.maximum(MAD_TO_SIGMA * mad, floor)
+    return center, scale
+
+
+def _sorted_median(ordered: Float32Array, count: IntArray) -> FloatArray:
+    last = np.maximum(count - 1, 0)
+    lo = (last // 2)[None, :]
+    hi = ((last + 1) // 2)[None, :]
+    a = np.take_along_axis(ordered, lo, axis=0)[0].astype(np.float64)
+    b = np.take_along_axis(ordered, hi, axis=0)[0].astype(np.float64)
+    return np.where(count > 0, 0.5 * (a + b), 0.0)
+
+
+def robust_z(residual: FloatArray, center: FloatArray, scale: FloatArray) -> FloatArray:
+    """Robust z-score; NaN where the residual is missing."""
+    return (residual - center) / scale
+
+
+@dataclass(slots=True)
+class RunState:
+    """Consecutive same-direction flags per series (the evidence for a level shift)."""
+
+    length: IntArray
+    total: FloatArray
+
+    @classmethod
+    def empty(cls, n: int) -> RunState:
+        return cls(np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.float64))
+
+
+def advance_runs(
+    runs: RunState, flagged: BoolArray, residual: FloatArray, observed: BoolArray, shift_run: int
+) -> tuple[BoolArray, FloatArray]:
+    """Update runs in place with this tick's flags; return (accepted, shift) for accepted level shifts.
+
+    A run continues while flags keep the same sign, restarts on a flag of the other sign and ends on an
+    unflagged observation. Missing observations leave the run as it is (a scrape gap is no evidence either
+    way). ``shift`` is the mean residual of the accepted run: the distance from the old level to the new.
+    """
+    sign = np.sign(np.where(flagged, residual, 0.0))
+    run_sign = np.sign(runs.total)
+    continues = flagged & (sign == run_sign) & (runs.length > 0)
+    restarts = flagged & ~continues
+    ends = observed & ~flagged
+    runs.length = np.where(continues, runs.length + 1, np.where(restarts, 1, np.where(ends, 0, runs.length)))
+    runs.total = np.where(
+        continues, runs.total + residual, np.where(restarts, residual, np.where(ends, 0.0, runs.total))
+    )
+    accepted = runs.length >= shift_run
+    shift = np.where(accepted, runs.total / np.maximum(runs.length, 1), 0.0)
+    runs.length = np.where(accepted, 0, runs.length)
+    runs.total = np.where(accepted, 0.0, runs.total)
+    return accepted, shift

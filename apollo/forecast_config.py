@@ -1,0 +1,159 @@
+"""Parameters of the forecaster, validated at construction so a bad value fails loudly and early.
+
+Two groups, because they change for different reasons:
+
+* :class:`ForecastParams` are the smoothing weights of damped-trend additive Holt-Winters. They are what
+  :mod:`apollo.tuning` searches over and they may differ per series (e.g. one set per resource kind).
+* :class:`BankConfig` is structure and policy shared by the whole :class:`~apollo.forecast.SeriesBank`:
+  season length (which fixes array shapes), error-window sizes, anomaly thresholds. Changing it means
+  building a new bank.
+
+The model, in error-correction form (Hyndman et al., ETS(A,Ad,A)), for one series with one-step error
+``e_t = y_t - (l + phi*b + s[t-m])``::
+
+    l_t = l_{t-1} + phi*b_{t-1} + alpha*e_t
+    b_t = phi*b_{t-1} + alpha*beta*e_t
+    s_t = s_{t-m} + gamma*e_t
+    yhat_{t+h|t} = l_t + (phi + phi^2 + ... + phi^h)*b_t + s_{t+h-m}
+
+``beta`` is therefore the trend weight relative to the level weight (Holt's classic beta), which keeps the
+admissible region a simple box.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    below = value <= low if low_open else value < low
+    if below or value > high:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
+
+
+def _check_int(name: str, value: int, low: int, high: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        upper = "" if high is None else f" and <= {high}"
+        raise ValueError(f"{name} must be >= {low}{upper}, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastParams:
+    """Smoothing weights of damped additive Holt-Winters.
+
+    Attributes:
+        alpha: level weight in (0, 1]. High follows the data closely; low smooths noise.
+        beta: trend weight relative to alpha, in [0, 1]. 0 disables trend learning.
+        phi: trend damping in (0, 1]. Below 1 the trend flattens over the horizon, which is what keeps
+            a 30-minute forecast from extrapolating a five-minute ramp into an overload.
+        gamma: seasonal weight in [0, 1 - alpha]. Only used for series where the periodicity test found a
+            season; the bound is the usual Holt-Winters admissibility condition.
+    """
+
+    alpha: float = 0.35
+    beta: float = 0.05
+    phi: float = 0.9
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_range("alpha", self.alpha, 0.0, 1.0, low_open=True)
+        _check_range("beta", self.beta, 0.0, 1.0)
+        _check_range("phi", self.phi, 0.0, 1.0, low_open=True)
+        _check_range("gamma", self.gamma, 0.0, 1.0)
+        if self.gamma > 1.0 - self.alpha + 1e-12:
+            raise ValueError(
+                f"gamma must be <= 1 - alpha (= {1.0 - self.alpha:.4g}) for a stable seasonal update, "
+                f"got gamma={self.gamma}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class BankConfig:
+    """Structure and policy of a :class:`~apollo.forecast.SeriesBank`.
+
+    Attributes:
+        season_length: samples per season (288 = one day of 5-minute samples). 1 disables seasonality.
+            Memory grows as n_series * season_length (two arrays), so prefer 5-minute samples for daily
+            seasons at tens of thousands of series.
+        season_buckets: the periodicity test runs on bucket means, at most this many buckets per season
+            (48 = half-hour buckets for a daily season). Averaging within a bucket removes most of the noise
+            so a modest amplitude is still detected, and keeps the test cheap.
+        season_history: seasons of bucket means kept for the test (more = steadier decision, more memory).
+        min_seasons: seasons of data a series needs before it can be declared seasonal.
+        seasonality_on: autocorrelation at the seasonal lag (of locally detrended bucket means) above which
+            a series turns seasonal.
+        seasonality_off: below this a seasonal series turns non-seasonal again (hysteresis stops flapping).
+        season_test_every: ticks between two tests of the same series (tests run round-robin).
+        error_window: ticks of h-step errors kept per series and horizon for the empirical quantiles.
+        min_errors: errors needed at a horizon before its empirical quantiles are trusted; below this the
+            interval is ``z_q * sigma_1 * sqrt(h)`` from the one-step residual variance.
+        refresh_every: ticks between two recomputations of a series' quantiles and robust residual scale
+            (round-robin blocks, so every tick costs the same). Quantiles are therefore at most this many
+            ticks stale, which is harmless for a window of ``error_window`` errors.
+        short_history_widening: interval half-widths are multiplied by ``1 + short_history_widening / n``
+            with ``n`` errors seen, compensating the optimism of quantiles from few samples.
+        anomaly_z: robust z-score (median/MAD of recent one-step residuals) above which an observation is
+            flagged and kept out of the level/trend/season update.
+        shift_run: that many consecutive flags in the same direction are a level shift: the model re-levels
+            onto the new regime instead of flagging it forever.
+        scale_floor: smallest residual scale used by the anomaly test and the fallback interval, in the
+            series' units (1e-3 = 0.1 percentage point of utilisation). Stops flat series from flagging
+            rounding noise.
+        prior_relative_scale: one-step sigma assumed before any residual is seen, as a fraction of the level.
+        accuracy_window: effective window (ticks) of the exponentially weighted live accuracy figures.
+    """
+
+    season_length: int = 288
+    season_buckets: int = 48
+    season_history: int = 3
+    min_seasons: int = 2
+    seasonality_on: float = 0.4
+    seasonality_off: float = 0.2
+    season_test_every: int = 72
+    error_window: int = 96
+    min_errors: int = 12
+    refresh_every: int = 12
+    short_history_widening: float = 4.0
+    anomaly_z: float = 5.0
+    shift_run: int = 3
+    scale_floor: float = 1e-3
+    prior_relative_scale: float = 0.1
+    accuracy_window: int = 288
+
+    def __post_init__(self) -> None:
+        _check_int("season_length", self.season_length, 1)
+        _check_int("season_buckets", self.season_buckets, 2)
+        _check_int("season_history", self.season_history, 2)
+        _check_int("min_seasons", self.min_seasons, 2, self.season_history)
+        _check_range("seasonality_on", self.seasonality_on, 0.0, 1.0, low_open=True)
+        _check_range("seasonality_off", self.seasonality_off, -1.0, self.seasonality_on)
+        _check_int("season_test_every", self.season_test_every, 1)
+        _check_int("error_window", self.error_window, 4)
+        _check_int("min_errors", self.min_errors, 2, self.error_window)
+        _check_int("refresh_every", self.refresh_every, 1)
+        _check_range("short_history_widening", self.short_history_widening, 0.0, 1e6)
+        _check_range("anomaly_z", self.anomaly_z, 1.0, 1e6)
+        _check_int("shift_run", self.shift_run, 1)
+        _check_range("scale_floor", self.scale_floor, 0.0, math.inf, low_open=True)
+        _check_range("prior_relative_scale", self.prior_relative_scale, 0.0, 1e6)
+        _check_int("accuracy_window", self.accuracy_window, 1)
+
+
+def validate_quantiles(quantiles: tuple[float, ...]) -> tuple[float, ...]:
+    """Check quantile levels: at least two, strictly increasing, strictly inside (0, 1)."""
+    levels = tuple(float(q) for q in quantiles)
+    if len(levels) < 2:
+        raise ValueError(f"quantiles needs at least two levels (lower and upper), got {levels}")
+    for q in levels:
+        _check_range("quantile level", q, 0.0, 1.0, low_open=True)
+        if q >= 1.0:
+            raise ValueError(f"quantile level must be < 1, got {q}")
+    if any(b <= a for a, b in zip(levels, levels[1:], strict=False)):
+        raise ValueError(f"quantiles must be strictly increasing, got {levels}")
+    return levels

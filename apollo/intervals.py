@@ -1,0 +1,99 @@
+"""Prediction intervals from the model's own recent multi-step errors.
+
+Why empirical: cluster load is bursty and skewed (a job starting is a jump up, never down), so Gaussian
+intervals from a fitted variance are too narrow on one side and too wide on the other. The forecaster keeps,
+per series and per lead time h, the last ``window`` realised h-step errors (actual minus the forecast made h
+ticks earlier) and reads the requested quantiles off them. Errors are stored in time slots (slot =
+tick % window) with NaN for ticks that produced no error (gap, new series), so the window is "the last
+``window`` ticks", not "the last ``window`` errors".
+
+Cost control: the buffer is laid out ``[window, n_series, horizon]`` so the per-tick write is one contiguous
+slab; sorting is done for a rotating block of series each tick (see ``BankConfig.refresh_every``).
+
+Short history: below ``min_errors`` errors the interval falls back to ``z_q * sigma_1 * sqrt(h)`` (random-walk
+growth of the one-step residual scale); above it, half-widths around the error median are multiplied by
+``1 + widening / n`` so that quantiles taken from few samples do not under-cover.
+"""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import numpy as np
+
+from apollo.series_arrays import BoolArray, Float32Array, FloatArray, IntArray, grow, select
+
+
+class ErrorBuffer:
+    """Rolling window of h-step-ahead forecast errors for every series and lead time."""
+
+    def __init__(self, n_series: int, horizon: int, window: int) -> None:
+        self.window = window
+        self.horizon = horizon
+        self.errors: Float32Array = np.full((window, n_series, horizon), np.nan, dtype=np.float32)
+        self.count: IntArray = np.zeros((n_series, horizon), dtype=np.int64)
+
+    def push(self, tick: int, errors: FloatArray, valid: BoolArray) -> None:
+        """Store this tick's errors (``[n, horizon]``; only where ``valid``), evicting the oldest slot."""
+        slot = self.errors[tick % self.window]
+        self.count -= ~np.isnan(slot)
+        slot[...] = np.where(valid, errors, np.nan)
+        self.count += valid
+
+    def extend(self, count: int) -> None:
+        self.errors = grow(self.errors, count, np.nan, axis=1)
+        self.count = grow(self.count, count, 0)
+
+    def take(self, rows: IntArray) -> None:
+        self.errors = select(self.errors, rows, axis=1)
+        self.count = select(self.count, rows)
+
+
+def empirical_offsets(
+    block: Float32Array,
+    count: IntArray,
+    levels: FloatArray,
+    *,
+    min_errors: int,
+    widening: float,
+) -> FloatArray:
+    """Quantile offsets ``[n, len(levels), horizon]`` from a buffer block ``[window, n, horizon]``.
+
+    Linear interpolation between order statistics (numpy's default "linear" method) on the valid errors;
+    half-widths around the median are widened by ``1 + widening / count``. Cells with fewer than
+    ``min_errors`` errors are NaN so that the caller substitutes the fallback.
+    """
+    ordered = np.sort(block, axis=0)  # NaN sorts last, so the first `count` entries are the valid ones
+    last = np.maximum(count - 1, 0).astype(np.float64)
+    all_levels = np.concatenate([levels, [0.5]])
+    pos = all_levels[:, None, None] * last[None, :, :]
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0)[None, :, :])
+    frac = pos - lo
+    lo_val = np.take_along_axis(ordered, lo, axis=0).astype(np.float64)
+    hi_val = np.take_along_axis(ordered, hi, axis=0).astype(np.float64)
+    values = lo_val + frac * (hi_val - lo_val)  # [Q+1, n, H]
+    median = values[-1]
+    factor = 1.0 + widening / np.maximum(count, 1)
+    offsets = median[None] + factor[None] * (values[:-1] - median[None])
+    offsets = np.where((count >= min_errors)[None], offsets, np.nan)
+    return np.ascontiguousarray(offsets.transpose(1, 0, 2))
+
+
+def normal_scores(levels: tuple[float, ...]) -> FloatArray:
+    """Standard normal quantiles of ``levels`` (the fallback interval's shape)."""
+    dist = NormalDist()
+    return np.array([dist.inv_cdf(q) for q in levels], dtype=np.float64)
+
+
+def fallback_offsets(
+    sigma1: FloatArray,
+    n_seen: IntArray,
+    z: FloatArray,
+    sqrt_h: FloatArray,
+    widening: float,
+) -> FloatArray:
+    """Offsets ``[n, Q, H]`` = z_q * sigma_1 * sqrt(h), widened for the few residuals behind sigma_1."""
+    factor = 1.0 + widening / np.maximum(n_seen, 1)
+    scale = (sigma1 * factor)[:, None, None]
+    return scale * z[None, :, None] * sqrt_h[None, None, :]
