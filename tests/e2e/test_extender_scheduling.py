@@ -1,0 +1,179 @@
+"""The real kube-scheduler consults the extender, which ranks nodes from APOLLO, which reads a real Prometheus.
+
+Chain under test: exporter -> Prometheus (scrape) -> APOLLO (PromQL, forecast, snapshot over gRPC)
+-> extender (gunicorn, HTTP) -> kube-scheduler (extender config) -> binding in the API server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings
+from apollo.server import Apollo, serve
+from apollo.v1 import apollo_pb2 as pb
+from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apolloctl.cluster import ExtenderConfig, ScrapeTarget
+from apolloctl.cluster.process import free_port
+from tests.conftest import ClusterHandle
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+class NodeExporter:
+    """Serves per-node utilisation gauges that the test sets, labelled with the Kubernetes node name."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self.memory: dict[str, float] = {}
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                lines = ["# TYPE apollo_test_node_cpu gauge", "# TYPE apollo_test_node_memory gauge"]
+                lines += [f'apollo_test_node_cpu{{node="{n}"}} {v}' for n, v in exporter.cpu.items()]
+                lines += [f'apollo_test_node_memory{{node="{n}"}} {v}' for n, v in exporter.memory.items()]
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def stack(cluster: ClusterHandle) -> Iterator[dict[str, Any]]:
+    exporter = NodeExporter()
+    cluster.local.set_scrape_targets("test-nodes", [ScrapeTarget(exporter.address)])
+    settings = ApolloSettings(
+        grpc_address="127.0.0.1:0",
+        http_address="127.0.0.1:0",
+        prometheus=PrometheusSettings(
+            url=cluster.local.prometheus_url,
+            queries={"cpu": "apollo_test_node_cpu", "memory": "apollo_test_node_memory"},
+            stale_after_seconds=5,
+        ),
+        forecast=ForecastSettings(step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3),
+    ).validate()
+    apollo: Apollo = serve(settings)
+    port = free_port()
+    env = dict(
+        os.environ,
+        EXTENDER_BIND=f"127.0.0.1:{port}",
+        EXTENDER_APOLLO_ADDRESS=f"127.0.0.1:{apollo.grpc_port}",
+        EXTENDER_KUBECONFIG=str(cluster.local.kubeconfig),
+        EXTENDER_REFRESH_INTERVAL_SECONDS="0.5",
+        EXTENDER_SNAPSHOT_MAX_AGE_SECONDS="3",
+        EXTENDER_WORKERS="2",
+    )
+    log = open(cluster.local.logs_dir / "extender.log", "ab")  # noqa: SIM115 - closed in teardown
+    extender = subprocess.Popen(
+        [sys.executable, "-m", "extender.main"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    cluster.local.restart_scheduler((ExtenderConfig(url_prefix=url, weight=5, http_timeout="1s"),))
+    try:
+        yield {"apollo": apollo, "exporter": exporter, "extender": extender, "url": url}
+    finally:
+        cluster.local.restart_scheduler(())
+        if extender.poll() is None:
+            extender.terminate()
+            extender.wait(timeout=30)
+        log.close()
+        apollo.stop(0.5)
+        cluster.local.set_scrape_targets("test-nodes", [])
+
+
+def _ready(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
+            data: dict[str, Any] = json.loads(r.read())
+            return data
+    except OSError:
+        return {}
+
+
+def _pod(name: str, pool: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"pool": pool},
+            "containers": [
+                {"name": "main", "image": "registry.invalid/x:1", "resources": {"requests": {"cpu": "100m"}}}
+            ],
+        },
+    }
+
+
+def _placements(cluster: ClusterHandle, namespace: str, names: list[str]) -> dict[str, str]:
+    pods = cluster.core.list_namespaced_pod(namespace).items
+    return {p.metadata.name: p.spec.node_name for p in pods if p.metadata.name in names and p.spec.node_name}
+
+
+def test_scheduler_places_pods_by_apollo_and_survives_outages(
+    cluster: ClusterHandle, namespace: str, stack: dict[str, Any]
+) -> None:
+    idle, medium, hot = cluster.create_nodes(3, labels={"pool": namespace}, cpu="8", memory="32Gi")
+    exporter: NodeExporter = stack["exporter"]
+    exporter.cpu.update({idle: 0.10, medium: 0.50, hot: 0.97})
+    exporter.memory.update({idle: 0.20, medium: 0.40, hot: 0.90})
+    apollo: Apollo = stack["apollo"]
+    insight = pb_grpc.InsightServiceStub(__import__("grpc").insecure_channel(f"127.0.0.1:{apollo.grpc_port}"))
+    for node in (idle, medium, hot):
+        insight.ReportClusterInsight(
+            pb.ClusterInsight(
+                node_name=node,
+                node_resources=pb.NodeResources(cpu_allocatable_cores=8, memory_allocatable_bytes=32 * 2**30),
+            )
+        )
+    # APOLLO has read Prometheus and flags the hot node; the extender holds that snapshot.
+    wait_for(
+        lambda: (s := apollo.engine.view.scores) is not None and hot in s.nodes and s.overload[s.nodes.index(hot)],
+        timeout=60,
+        what="APOLLO to forecast overload on the hot node from Prometheus data",
+    )
+    wait_for(lambda: _ready(stack["url"]).get("apollo") == "ok", timeout=30, what="extender snapshot")
+
+    names = [f"ranked-{i}" for i in range(4)]
+    for name in names:
+        cluster.core.create_namespaced_pod(namespace, _pod(name, namespace))
+    placed = wait_for(lambda: len(p := _placements(cluster, namespace, names)) == 4 and p, what="4 pods bound")
+    assert set(placed.values()) == {idle}, placed  # best-ranked node, never the overloaded one
+    events = cluster.core.list_namespaced_event(namespace).items
+    assert not [e for e in events if e.reason == "FailedScheduling"]
+
+    # APOLLO goes away: the extender's snapshot ages out and it answers fail-open; scheduling goes on.
+    apollo.stop(0.5)
+    wait_for(lambda: _ready(stack["url"]).get("apollo") == "snapshot-too-old", timeout=30, what="fail-open")
+    more = [f"no-apollo-{i}" for i in range(3)]
+    for name in more:
+        cluster.core.create_namespaced_pod(namespace, _pod(name, namespace))
+    wait_for(lambda: len(_placements(cluster, namespace, more)) == 3, what="pods bound without APOLLO")
+
+    # The extender itself is killed: ignorable=true lets kube-scheduler carry on without it.
+    stack["extender"].kill()
+    stack["extender"].wait(timeout=10)
+    last = [f"no-extender-{i}" for i in range(3)]
+    for name in last:
+        cluster.core.create_namespaced_pod(namespace, _pod(name, namespace))
+    wait_for(lambda: len(_placements(cluster, namespace, last)) == 3, what="pods bound without the extender")
+    cluster.delete_nodes([idle, medium, hot])
