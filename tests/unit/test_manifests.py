@@ -1,0 +1,35 @@
+"""Manifests parse, and the scheduler configuration matches what the extender serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2] / "manifests"
+
+
+def _docs(path: Path) -> list[dict[str, object]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_every_manifest_parses_with_kind_and_name() -> None:
+    files = sorted(ROOT.rglob("*.yaml"))
+    assert files
+    for path in files:
+        for doc in _docs(path):
+            assert doc.get("kind"), path
+            if doc["kind"] != "KubeSchedulerConfiguration":
+                assert (doc.get("metadata") or {}).get("name"), path  # type: ignore[union-attr]
+
+
+def test_scheduler_config_is_safe_by_default() -> None:
+    (cfg,) = _docs(ROOT / "extender" / "scheduler-config.yaml")
+    (ext,) = cfg["extenders"]  # type: ignore[misc]
+    assert ext["ignorable"] is True and ext["nodeCacheCapable"] is True
+    assert ext["filterVerb"] == "filter" and ext["prioritizeVerb"] == "prioritize"
+
+
+def test_extender_rbac_is_read_only_on_pods() -> None:
+    role = next(d for d in _docs(ROOT / "extender" / "extender.yaml") if d["kind"] == "ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
