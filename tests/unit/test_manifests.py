@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2] / "manifests"
 
 
-def _docs(path: Path) -> list[dict[str, object]]:
+def _docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
@@ -20,12 +21,12 @@ def test_every_manifest_parses_with_kind_and_name() -> None:
         for doc in _docs(path):
             assert doc.get("kind"), path
             if doc["kind"] != "KubeSchedulerConfiguration":
-                assert (doc.get("metadata") or {}).get("name"), path  # type: ignore[union-attr]
+                assert (doc.get("metadata") or {}).get("name"), path
 
 
 def test_scheduler_config_is_safe_by_default() -> None:
     (cfg,) = _docs(ROOT / "extender" / "scheduler-config.yaml")
-    (ext,) = cfg["extenders"]  # type: ignore[misc]
+    (ext,) = cfg["extenders"]
     assert ext["ignorable"] is True and ext["nodeCacheCapable"] is True
     assert ext["filterVerb"] == "filter" and ext["prioritizeVerb"] == "prioritize"
 
