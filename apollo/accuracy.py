@@ -52,9 +52,7 @@ class AccuracyReport:
         """True when forecasts are worse than seasonal naive or intervals are badly calibrated."""
         if self.series_scored == 0:
             return False
-        return bool(
-            self.mase > max_mase or abs(self.coverage - self.nominal_coverage) > coverage_tolerance
-        )
+        return bool(self.mase > max_mase or abs(self.coverage - self.nominal_coverage) > coverage_tolerance)
 
 
 class AccuracyTracker:
@@ -63,7 +61,7 @@ class AccuracyTracker:
     def __init__(self, n_series: int, season_length: int, window: int) -> None:
         self.season_length = season_length
         self.decay = 1.0 - 1.0 / window
-        self.last_season: Float32Array = np.full((n_series, season_length), np.nan, dtype=np.float32)
+        self.last_season: Float32Array = np.full((season_length, n_series), np.nan, dtype=np.float32)
         self.err_sum: FloatArray = np.zeros(n_series)
         self.err_w: FloatArray = np.zeros(n_series)
         self.naive_sum: FloatArray = np.zeros(n_series)
@@ -79,18 +77,20 @@ class AccuracyTracker:
         lower_offset: FloatArray,
         upper_offset: FloatArray,
     ) -> None:
-        """Score this tick's h-step errors ``[n, H]`` and the seasonal naive error of ``actual``."""
-        n_valid = valid.sum(axis=1)
+        """Score this tick's h-step errors ``[H, n]`` and the seasonal naive error of ``actual``."""
+        n_valid = valid.sum(axis=0)
         has = n_valid > 0
-        abs_err = np.where(valid, np.abs(errors), 0.0).sum(axis=1) / np.maximum(n_valid, 1)
-        inside = valid & (errors >= lower_offset) & (errors <= upper_offset)
-        cover = inside.sum(axis=1) / np.maximum(n_valid, 1)
+        per = 1.0 / np.maximum(n_valid, 1)
+        abs_err = np.where(valid, np.abs(errors), 0.0).sum(axis=0) * per
+        inside = (errors >= lower_offset) & (errors <= upper_offset)
+        inside &= valid
+        cover = inside.sum(axis=0) * per
         d = self.decay
         self.err_sum = np.where(has, d * self.err_sum + (1 - d) * abs_err, self.err_sum)
         self.cover_sum = np.where(has, d * self.cover_sum + (1 - d) * cover, self.cover_sum)
         self.err_w = np.where(has, d * self.err_w + (1 - d), self.err_w)
 
-        slot = self.last_season[:, tick % self.season_length]
+        slot = self.last_season[tick % self.season_length]
         naive_err = np.abs(actual - slot)
         ok = ~np.isnan(naive_err)
         self.naive_sum = np.where(ok, d * self.naive_sum + (1 - d) * naive_err, self.naive_sum)
@@ -117,12 +117,12 @@ class AccuracyTracker:
         )
 
     def extend(self, count: int) -> None:
-        self.last_season = grow(self.last_season, count, np.nan)
+        self.last_season = grow(self.last_season, count, np.nan, axis=1)
         for name in ("err_sum", "err_w", "naive_sum", "naive_w", "cover_sum"):
             setattr(self, name, grow(getattr(self, name), count, 0.0))
 
     def take(self, rows: IntArray) -> None:
-        self.last_season = select(self.last_season, rows)
+        self.last_season = select(self.last_season, rows, axis=1)
         for name in ("err_sum", "err_w", "naive_sum", "naive_w", "cover_sum"):
             setattr(self, name, select(getattr(self, name), rows))
 
@@ -133,7 +133,8 @@ def seasonal_naive_scale(history: FloatArray, season_length: int) -> FloatArray:
     diff = np.abs(history[:, lag:] - history[:, :-lag])
     ok = ~np.isnan(diff)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok, diff, 0.0).sum(axis=1) / ok.sum(axis=1)
+        result: FloatArray = np.where(ok, diff, 0.0).sum(axis=1) / ok.sum(axis=1)
+    return result
 
 
 def pinball_loss(actual: FloatArray, predicted: FloatArray, level: float) -> FloatArray:

@@ -24,28 +24,27 @@ from apollo.series_arrays import BoolArray, Float32Array, FloatArray, IntArray
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
 
-def robust_center_scale(
-    residuals: Float32Array, count: IntArray, floor: float
-) -> tuple[FloatArray, FloatArray]:
-    """Median and MAD-based sigma of a residual block ``[window, n]`` (NaN = no residual).
+def robust_center_scale(ordered: Float32Array, count: IntArray, floor: float) -> tuple[FloatArray, FloatArray]:
+    """Median and MAD-based sigma from sorted residuals ``[n, window]`` (ascending, NaN last).
 
     ``count`` is the number of non-NaN entries per series. The scale is never below ``floor``.
     """
-    ordered = np.sort(residuals, axis=0)
     center = _sorted_median(ordered, count)
-    deviations = np.abs(residuals - center[None, :].astype(np.float32))
-    mad = _sorted_median(np.sort(deviations, axis=0), count)
+    deviations = np.abs(ordered - center[:, None].astype(np.float32))
+    deviations.sort(axis=1)
+    mad = _sorted_median(deviations, count)
     scale = np.maximum(MAD_TO_SIGMA * mad, floor)
     return center, scale
 
 
 def _sorted_median(ordered: Float32Array, count: IntArray) -> FloatArray:
     last = np.maximum(count - 1, 0)
-    lo = (last // 2)[None, :]
-    hi = ((last + 1) // 2)[None, :]
-    a = np.take_along_axis(ordered, lo, axis=0)[0].astype(np.float64)
-    b = np.take_along_axis(ordered, hi, axis=0)[0].astype(np.float64)
-    return np.where(count > 0, 0.5 * (a + b), 0.0)
+    lo = (last // 2)[:, None]
+    hi = ((last + 1) // 2)[:, None]
+    a = np.take_along_axis(ordered, lo, axis=1)[:, 0].astype(np.float64)
+    b = np.take_along_axis(ordered, hi, axis=1)[:, 0].astype(np.float64)
+    result: FloatArray = np.where(count > 0, 0.5 * (a + b), 0.0)
+    return result
 
 
 def robust_z(residual: FloatArray, center: FloatArray, scale: FloatArray) -> FloatArray:

@@ -52,9 +52,9 @@ def overload_warning(upper: FloatArray, threshold: float | FloatArray, k: int) -
     if not np.all(np.isfinite(thr)):
         raise ValueError("threshold must be finite")
     over = up > thr
-    csum = np.zeros((n, horizon + 1), dtype=np.int64)
-    np.cumsum(over, axis=1, out=csum[:, 1:])
-    windows = (csum[:, k:] - csum[:, :-k]) == k  # window starting at step j covers steps j..j+k-1
-    flags = windows.any(axis=1)
+    windows = over[:, : horizon - k + 1].copy()  # window starting at step j covers steps j..j+k-1
+    for offset in range(1, k):
+        windows &= over[:, offset : horizon - k + 1 + offset]
+    flags: BoolArray = np.asarray(windows.any(axis=1), dtype=np.bool_)
     first = np.where(flags, windows.argmax(axis=1) + 1, -1).astype(np.int64)
-    return OverloadWarning(flags=flags, first_step=first, steps_over=csum[:, -1].copy())
+    return OverloadWarning(flags=flags, first_step=first, steps_over=over.sum(axis=1).astype(np.int64))

@@ -35,8 +35,16 @@ Contract details the adapter must respect:
 * Adding or removing series copies the state arrays (O(total state)); batch membership changes through
   ``ensure``. Other series' state is untouched.
 
-Memory is about ``n * (12 * season_length + 4 * error_window * horizon + 8 * season_buckets *
-season_history)`` bytes, e.g. ~230 MB for 40,000 series at 5-minute samples, daily season, H = 6.
+* ``forecast`` returns ``[n, H]`` / ``[n, Q, H]`` views of horizon-major buffers (not C-contiguous).
+* To start with history (e.g. from Prometheus ``query_range``), ``bank.replay(history)`` before the first
+  live tick; otherwise a series needs ``min_seasons`` days before its season can be detected and
+  ``min_errors`` ticks before its intervals are empirical (until then they are normal-theory, widened).
+
+Cost per tick is O(n * H) plus a rotating block of n / refresh_every series whose error windows are
+sorted (quantiles, MAD) and n / season_test_every series whose periodicity is re-tested: ~20-30 ms for
+40,000 series, H = 6 on one core. Memory is about ``n * (12 * season_length + 4 * error_window *
+horizon + 8 * season_buckets * season_history + 16 * quantiles * horizon)`` bytes, ~270 MB for 40,000
+series at 5-minute samples, daily season, H = 6.
 """
 
 from __future__ import annotations
@@ -127,8 +135,18 @@ class Membership:
     removed: tuple[Hashable, ...]
 
 
+def _array_attrs(obj: object) -> list[np.ndarray[tuple[int, ...], np.dtype[np.generic]]]:
+    names = list(getattr(obj, "__dict__", {})) + list(getattr(type(obj), "__slots__", ()))
+    found = (getattr(obj, name, None) for name in names)
+    return [v for v in found if isinstance(v, np.ndarray)]
+
+
 class SeriesBank:
-    """State of every series; ``update`` then ``forecast`` once per tick (see module docstring)."""
+    """State of every series; ``update`` then ``forecast`` once per tick (see module docstring).
+
+    Internally arrays are horizon-major (``[H, n]``, ``[season_length, n]``) so that per-tick work is on
+    contiguous rows; results are returned as ``[n, H]`` views of them.
+    """
 
     def __init__(
         self,
@@ -143,10 +161,8 @@ class SeriesBank:
         if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         if self.config.season_length > 1 and horizon > self.config.season_length:
-            raise ValueError(
-                f"horizon ({horizon}) must not exceed season_length ({self.config.season_length})"
-            )
-        if not isinstance(start_tick, int) or start_tick < 0:
+            raise ValueError(f"horizon ({horizon}) must not exceed season_length ({self.config.season_length})")
+        if not isinstance(start_tick, int) or isinstance(start_tick, bool) or start_tick < 0:
             raise ValueError(f"start_tick must be a non-negative integer, got {start_tick!r}")
         self.horizon = horizon
         self.quantiles = validate_quantiles(tuple(quantiles))
@@ -158,51 +174,54 @@ class SeriesBank:
         self._keys: list[Hashable] = []
         self._index: dict[Hashable, int] = {}
         self._keys_tuple: tuple[Hashable, ...] = ()
-        self._alloc(0)
+        self._alloc()
 
     # ------------------------------------------------------------------ membership
 
-    def _alloc(self, n: int) -> None:
-        cfg, m, H = self.config, self.config.season_length, self.horizon
-        self._level: FloatArray = np.full(n, np.nan)
-        self._trend: FloatArray = np.zeros(n)
-        self._season: FloatArray = np.zeros((n, m))
-        self._level_ring: FloatArray = np.full((n, H), np.nan)
-        self._trend_ring: FloatArray = np.zeros((n, H))
-        self._alpha: FloatArray = np.full(n, self.params.alpha)
-        self._beta: FloatArray = np.full(n, self.params.beta)
-        self._phi: FloatArray = np.full(n, self.params.phi)
-        self._gamma: FloatArray = np.full(n, self.params.gamma)
-        self._phi_sum: FloatArray = self._damping_sums(self._phi)
-        self._initialised: BoolArray = np.zeros(n, dtype=np.bool_)
-        self._valid_since: IntArray = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-        self._seasonal: BoolArray = np.zeros(n, dtype=np.bool_)
-        self._res_var: FloatArray = np.zeros(n)
-        self._res_n: IntArray = np.zeros(n, dtype=np.int64)
-        self._center: FloatArray = np.zeros(n)
-        self._scale: FloatArray = np.full(n, np.inf)
-        self._runs = RunState.empty(n)
-        self._cached: FloatArray = np.full((n, len(self.quantiles), H), np.nan)
-        self._offsets: FloatArray = np.zeros((n, len(self.quantiles), H))
-        self._errors = ErrorBuffer(n, H, cfg.error_window)
-        self._detector = SeasonDetector(n, m, cfg.season_buckets, cfg.season_history, cfg.min_seasons)
-        self._accuracy = AccuracyTracker(n, m, cfg.accuracy_window)
+    def _alloc(self) -> None:
+        cfg, m, H, Q = self.config, self.config.season_length, self.horizon, len(self.quantiles)
+        self._level: FloatArray = np.full(0, np.nan)
+        self._trend: FloatArray = np.zeros(0)
+        self._season: FloatArray = np.zeros((m, 0))
+        self._level_ring: FloatArray = np.full((H, 0), np.nan)
+        self._trend_ring: FloatArray = np.zeros((H, 0))
+        self._alpha: FloatArray = np.zeros(0)
+        self._beta: FloatArray = np.zeros(0)
+        self._phi: FloatArray = np.zeros(0)
+        self._gamma: FloatArray = np.zeros(0)
+        self._phi_sum: FloatArray = np.zeros((H, 0))
+        self._initialised: BoolArray = np.zeros(0, dtype=np.bool_)
+        self._valid_since: IntArray = np.zeros(0, dtype=np.int64)
+        self._seasonal: BoolArray = np.zeros(0, dtype=np.bool_)
+        self._res_var: FloatArray = np.zeros(0)
+        self._res_n: IntArray = np.zeros(0, dtype=np.int64)
+        self._center: FloatArray = np.zeros(0)
+        self._scale: FloatArray = np.zeros(0)
+        self._cached: FloatArray = np.zeros((Q, H, 0))
+        self._offsets: FloatArray = np.zeros((Q, H, 0))
+        self._needs_fallback: BoolArray = np.zeros(0, dtype=np.bool_)
+        self._runs = RunState.empty(0)
+        self._errors = ErrorBuffer(0, H, cfg.error_window)
+        self._detector = SeasonDetector(0, m, cfg.season_buckets, cfg.season_history, cfg.min_seasons)
+        self._accuracy = AccuracyTracker(0, m, cfg.accuracy_window)
 
-    _ROW_ARRAYS: tuple[tuple[str, object], ...] = (
-        ("_level", np.nan),
-        ("_trend", 0.0),
-        ("_season", 0.0),
-        ("_level_ring", np.nan),
-        ("_trend_ring", 0.0),
-        ("_initialised", False),
-        ("_valid_since", np.iinfo(np.int64).max),
-        ("_seasonal", False),
-        ("_res_var", 0.0),
-        ("_res_n", 0),
-        ("_center", 0.0),
-        ("_scale", np.inf),
-        ("_cached", np.nan),
-        ("_offsets", 0.0),
+    # (attribute, fill for new series, series axis)
+    _ROW_ARRAYS: tuple[tuple[str, object, int], ...] = (
+        ("_level", np.nan, 0),
+        ("_trend", 0.0, 0),
+        ("_season", 0.0, 1),
+        ("_level_ring", np.nan, 1),
+        ("_trend_ring", 0.0, 1),
+        ("_initialised", False, 0),
+        ("_valid_since", np.iinfo(np.int64).max, 0),
+        ("_seasonal", False, 0),
+        ("_res_var", 0.0, 0),
+        ("_res_n", 0, 0),
+        ("_center", 0.0, 0),
+        ("_scale", np.inf, 0),
+        ("_cached", np.nan, 2),
+        ("_offsets", 0.0, 2),
+        ("_needs_fallback", True, 0),
     )
 
     def add(self, keys: Iterable[Hashable]) -> None:
@@ -214,12 +233,13 @@ class SeriesBank:
         if not new:
             return
         count = len(new)
-        for name, fill in self._ROW_ARRAYS:
-            setattr(self, name, grow(getattr(self, name), count, fill))
-        self._alpha = grow(self._alpha, count, self.params.alpha)
-        self._beta = grow(self._beta, count, self.params.beta)
-        self._phi = grow(self._phi, count, self.params.phi)
-        self._gamma = grow(self._gamma, count, self.params.gamma)
+        for name, fill, axis in self._ROW_ARRAYS:
+            setattr(self, name, grow(getattr(self, name), count, fill, axis))
+        p = self.params
+        self._alpha = grow(self._alpha, count, p.alpha)
+        self._beta = grow(self._beta, count, p.beta)
+        self._phi = grow(self._phi, count, p.phi)
+        self._gamma = grow(self._gamma, count, p.gamma)
         self._phi_sum = self._damping_sums(self._phi)
         self._runs.length = grow(self._runs.length, count, 0)
         self._runs.total = grow(self._runs.total, count, 0.0)
@@ -240,10 +260,11 @@ class SeriesBank:
         if not gone:
             return
         rows = np.array([i for i, k in enumerate(self._keys) if k not in gone], dtype=np.int64)
-        for name, _ in self._ROW_ARRAYS:
+        for name, _, axis in self._ROW_ARRAYS:
+            setattr(self, name, select(getattr(self, name), rows, axis))
+        for name in ("_alpha", "_beta", "_phi", "_gamma"):
             setattr(self, name, select(getattr(self, name), rows))
-        for name in ("_alpha", "_beta", "_phi", "_gamma", "_phi_sum"):
-            setattr(self, name, select(getattr(self, name), rows))
+        self._phi_sum = self._damping_sums(self._phi)
         self._runs.length = select(self._runs.length, rows)
         self._runs.total = select(self._runs.total, rows)
         self._errors.take(rows)
@@ -279,11 +300,28 @@ class SeriesBank:
     def __len__(self) -> int:
         return len(self._keys)
 
+    @property
+    def seasonal(self) -> BoolArray:
+        """Which series currently use a seasonal component (the periodicity test passed)."""
+        return self._seasonal.copy()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in state arrays (for the service's memory metric)."""
+        parts = (self, self._errors, self._detector, self._accuracy, self._runs)
+        return sum(v.nbytes for obj in parts for v in _array_attrs(obj))
+
+    @property
+    def error_counts(self) -> IntArray:
+        """``[n, H]`` h-step errors currently in each series' window (how empirical its intervals are)."""
+        return np.ascontiguousarray(self._errors.count.T)
+
     # ------------------------------------------------------------------ parameters
 
     def _damping_sums(self, phi: FloatArray) -> FloatArray:
-        """phi + phi^2 + ... + phi^h for h = 1..H, per series ``[n, H]``."""
-        return np.cumsum(phi[:, None] ** self._h[None, :], axis=1)
+        """phi + phi^2 + ... + phi^h for h = 1..H, per series ``[H, n]``."""
+        result: FloatArray = np.cumsum(phi[None, :] ** self._h[:, None], axis=0)
+        return result
 
     def set_params(self, params: ForecastParams, keys: Iterable[Hashable] | None = None) -> None:
         """Use ``params`` for ``keys`` (all series, and the default for new ones, when None).
@@ -291,9 +329,10 @@ class SeriesBank:
         Only the weights change; level, trend, season and error history are kept, so retuning never
         resets what the model has learnt.
         """
+        rows: IntArray | slice
         if keys is None:
             self.params = params
-            rows: IntArray | slice = slice(None)
+            rows = slice(None)
         else:
             rows = self.positions(keys)
         self._alpha[rows] = params.alpha
@@ -305,15 +344,13 @@ class SeriesBank:
     def set_param_arrays(self, alpha: FloatArray, beta: FloatArray, phi: FloatArray, gamma: FloatArray) -> None:
         """Per-series weights in one call (row order = ``keys``). Used by tuning to test many candidates."""
         n = len(self)
-        for name, arr in (("alpha", alpha), ("beta", beta), ("phi", phi), ("gamma", gamma)):
-            if np.shape(arr) != (n,):
-                raise ValueError(f"{name} must have shape ({n},), got {np.shape(arr)}")
-        for a, b, p, g in {(float(a), float(b), float(p), float(g)) for a, b, p, g in zip(alpha, beta, phi, gamma, strict=True)}:
-            ForecastParams(a, b, p, g)  # validates each distinct combination
-        self._alpha = np.array(alpha, dtype=np.float64)
-        self._beta = np.array(beta, dtype=np.float64)
-        self._phi = np.array(phi, dtype=np.float64)
-        self._gamma = np.array(gamma, dtype=np.float64)
+        arrays = [np.asarray(a, dtype=np.float64) for a in (alpha, beta, phi, gamma)]
+        for name, arr in zip(("alpha", "beta", "phi", "gamma"), arrays, strict=True):
+            if arr.shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+        for combo in set(zip(*(a.tolist() for a in arrays), strict=True)):
+            ForecastParams(*combo)  # validates each distinct combination
+        self._alpha, self._beta, self._phi, self._gamma = (a.copy() for a in arrays)
         self._phi_sum = self._damping_sums(self._phi)
 
     # ------------------------------------------------------------------ the tick
@@ -322,7 +359,7 @@ class SeriesBank:
         """Feed one observation per series (``keys`` order, NaN = missing) and advance every state.
 
         ``tick``, when given, is the tick of this observation; skipped ticks are filled with NaN updates
-        first. A tick that is not in the future raises ValueError.
+        first. A tick in the past raises ValueError.
         """
         y = np.asarray(values, dtype=np.float64)
         n = len(self)
@@ -340,17 +377,21 @@ class SeriesBank:
         cfg, H, m, t = self.config, self.horizon, self.config.season_length, self._tick
         observed = ~np.isnan(y)
         phase = t % m
-        s_now = self._season[:, phase].copy()
+        s_now = self._season[phase].copy()
         level, trend, phi = self._level, self._trend, self._phi
 
-        # h-step errors of the forecasts made at origins t-1 .. t-H (re-derived from the state ring).
-        slots = (t - self._h) % H
-        pred = self._level_ring[:, slots] + self._phi_sum * self._trend_ring[:, slots] + s_now[:, None]
-        errors = y[:, None] - pred
-        valid = (observed[:, None] & ((t - self._h)[None, :] >= self._valid_since[:, None])) & ~np.isnan(errors)
+        # h-step errors of the forecasts made at origins t-1 .. t-H, re-derived from the state ring.
+        origins = t - self._h
+        slots = origins % H
+        pred = self._phi_sum * self._trend_ring[slots]
+        pred += self._level_ring[slots]
+        pred += s_now
+        errors = y - pred  # [H, n]
+        valid = origins[:, None] >= self._valid_since
+        valid &= observed
 
         # Score before the errors enter the buffer, so coverage is out of sample.
-        self._accuracy.record(t, y, errors, valid, self._offsets[:, 0, :], self._offsets[:, -1, :])
+        self._accuracy.record(t, y, errors, valid, self._offsets[0], self._offsets[-1])
 
         # Robust anomaly test on the one-step residual.
         residual = y - (level + phi * trend + s_now)
@@ -366,7 +407,7 @@ class SeriesBank:
         alpha_e = self._alpha * e
         new_level = level + phi * trend + alpha_e + shift
         new_trend = phi * trend + self._beta * alpha_e
-        self._season[:, phase] = s_now + np.where(self._seasonal, self._gamma * e, 0.0)
+        self._season[phase] = s_now + np.where(self._seasonal, self._gamma * e, 0.0)
 
         fresh = observed & ~self._initialised
         if fresh.any():
@@ -386,9 +427,9 @@ class SeriesBank:
         if m > 1:
             self._test_seasonality(t)
 
-        self._level_ring[:, t % H] = self._level
-        self._trend_ring[:, t % H] = self._trend
-        self._merge_offsets()
+        self._level_ring[t % H] = self._level
+        self._trend_ring[t % H] = self._trend
+        self._merge_fallback()
         self._tick = t + 1
         return UpdateResult(
             keys=self._keys_tuple,
@@ -406,24 +447,33 @@ class SeriesBank:
         rows = rotating_block(len(self), cfg.refresh_every, t)
         if rows.start == rows.stop:
             return
-        block = self._errors.errors[:, rows, :]
-        count = self._errors.count[rows]
-        self._cached[rows] = empirical_offsets(
-            block, count, self._levels, min_errors=cfg.min_errors, widening=cfg.short_history_widening
+        ordered = self._errors.sorted_block(rows)  # [H, nb, W]
+        count = self._errors.count[:, rows]
+        cached = empirical_offsets(
+            ordered, count, self._levels, min_errors=cfg.min_errors, widening=cfg.short_history_widening
         )
-        one_step = np.ascontiguousarray(block[:, :, 0])
-        center, scale = robust_center_scale(one_step, count[:, 0], cfg.scale_floor)
-        trusted = count[:, 0] >= cfg.min_errors
+        self._cached[:, :, rows] = cached
+        self._offsets[:, :, rows] = cached
+        self._needs_fallback[rows] = np.isnan(cached).any(axis=(0, 1))
+        center, scale = robust_center_scale(ordered[0], count[0], cfg.scale_floor)
+        trusted = count[0] >= cfg.min_errors
         self._center[rows] = np.where(trusted, center, 0.0)
         self._scale[rows] = np.where(trusted, scale, np.inf)
 
-    def _merge_offsets(self) -> None:
+    def _merge_fallback(self) -> None:
+        """Offsets of series whose error history is too short: normal-theory fallback where needed."""
+        idx = np.flatnonzero(self._needs_fallback)
+        if idx.size == 0:
+            return
         cfg = self.config
-        prior = np.maximum(cfg.scale_floor, cfg.prior_relative_scale * np.abs(np.nan_to_num(self._level)))
-        sigma1 = np.where(self._res_n >= _EW_MIN_WEIGHT, np.sqrt(self._res_var), prior)
+        level = np.nan_to_num(self._level[idx])
+        prior = np.maximum(cfg.scale_floor, cfg.prior_relative_scale * np.abs(level))
+        res_n = self._res_n[idx]
+        sigma1 = np.where(res_n >= _EW_MIN_WEIGHT, np.sqrt(self._res_var[idx]), prior)
         sigma1 = np.maximum(sigma1, cfg.scale_floor)
-        fallback = fallback_offsets(sigma1, self._res_n, self._z, self._sqrt_h, cfg.short_history_widening)
-        self._offsets = np.where(np.isnan(self._cached), fallback, self._cached)
+        fallback = fallback_offsets(sigma1, res_n, self._z, self._sqrt_h, cfg.short_history_widening)
+        cached = self._cached[:, :, idx]
+        self._offsets[:, :, idx] = np.where(np.isnan(cached), fallback, cached)
 
     def _test_seasonality(self, t: int) -> None:
         """Run the periodicity test on this tick's block; switch the seasonal component on or off."""
@@ -435,39 +485,45 @@ class SeriesBank:
         was = self._seasonal[rows]
         turn_on = ~was & (acf >= cfg.seasonality_on)
         turn_off = was & ~(acf >= cfg.seasonality_off)  # NaN (too little data) also turns it off
-        base = rows.start
         phase = t % cfg.season_length
         if turn_on.any():
-            idx = base + np.flatnonzero(turn_on)
-            profile = self._detector.profile(idx, t)
+            idx = rows.start + np.flatnonzero(turn_on)
+            profile = self._detector.profile(idx, t)  # [m, k]
             # The level so far absorbed the current seasonal value; move that part into the season.
-            self._level[idx] -= profile[:, phase]
-            self._season[idx] = profile
+            self._level[idx] -= profile[phase]
+            self._season[:, idx] = profile
             self._seasonal[idx] = True
             self._valid_since[idx] = t
         if turn_off.any():
-            idx = base + np.flatnonzero(turn_off)
-            self._level[idx] += self._season[idx, phase]
-            self._season[idx] = 0.0
+            idx = rows.start + np.flatnonzero(turn_off)
+            self._level[idx] += self._season[phase, idx]
+            self._season[:, idx] = 0.0
             self._seasonal[idx] = False
             self._valid_since[idx] = t
 
     # ------------------------------------------------------------------ outputs
 
     def forecast(self) -> ForecastResult:
-        """Mean and quantile forecasts for the next ``horizon`` ticks of every series."""
+        """Mean and quantile forecasts for the next ``horizon`` ticks of every series.
+
+        The arrays are ``[n, H]`` / ``[n, Q, H]`` views of horizon-major buffers (not C-contiguous); use
+        ``np.ascontiguousarray`` if a consumer needs that.
+        """
         m = self.config.season_length
         phases = (self._tick + self._h - 1) % m
-        mean = self._level[:, None] + self._phi_sum * self._trend[:, None] + self._season[:, phases]
-        values = mean[:, None, :] + self._offsets
+        mean = self._phi_sum * self._trend
+        mean += self._level
+        mean += self._season[phases]
+        values = self._offsets + mean  # [Q, H, n]
+        by_series = values.transpose(2, 0, 1)
         return ForecastResult(
             keys=self._keys_tuple,
             tick=self._tick,
             quantiles=self.quantiles,
-            mean=mean,
-            values=values,
-            lower=values[:, 0, :],
-            upper=values[:, -1, :],
+            mean=mean.T,
+            values=by_series,
+            lower=by_series[:, 0, :],
+            upper=by_series[:, -1, :],
             seasonal=self._seasonal.copy(),
         )
 

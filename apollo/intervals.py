@@ -7,7 +7,7 @@ ticks earlier) and reads the requested quantiles off them. Errors are stored in 
 tick % window) with NaN for ticks that produced no error (gap, new series), so the window is "the last
 ``window`` ticks", not "the last ``window`` errors".
 
-Cost control: the buffer is laid out ``[window, n_series, horizon]`` so the per-tick write is one contiguous
+Cost control: the buffer is laid out ``[window, horizon, n_series]`` so the per-tick write is one contiguous
 slab; sorting is done for a rotating block of series each tick (see ``BankConfig.refresh_every``).
 
 Short history: below ``min_errors`` errors the interval falls back to ``z_q * sigma_1 * sqrt(h)`` (random-walk
@@ -25,59 +25,64 @@ from apollo.series_arrays import BoolArray, Float32Array, FloatArray, IntArray, 
 
 
 class ErrorBuffer:
-    """Rolling window of h-step-ahead forecast errors for every series and lead time."""
+    """Rolling window of h-step-ahead forecast errors, ``errors[window, horizon, n_series]`` float32."""
 
     def __init__(self, n_series: int, horizon: int, window: int) -> None:
         self.window = window
         self.horizon = horizon
-        self.errors: Float32Array = np.full((window, n_series, horizon), np.nan, dtype=np.float32)
-        self.count: IntArray = np.zeros((n_series, horizon), dtype=np.int64)
+        self.errors: Float32Array = np.full((window, horizon, n_series), np.nan, dtype=np.float32)
+        self.count: IntArray = np.zeros((horizon, n_series), dtype=np.int64)
 
     def push(self, tick: int, errors: FloatArray, valid: BoolArray) -> None:
-        """Store this tick's errors (``[n, horizon]``; only where ``valid``), evicting the oldest slot."""
+        """Store this tick's errors (``[horizon, n]``; only where ``valid``), evicting the oldest slot."""
         slot = self.errors[tick % self.window]
         self.count -= ~np.isnan(slot)
         slot[...] = np.where(valid, errors, np.nan)
         self.count += valid
 
+    def sorted_block(self, rows: slice) -> Float32Array:
+        """Errors of ``rows`` as ``[horizon, n_rows, window]``, ascending along the last axis, NaN last."""
+        block = np.ascontiguousarray(self.errors[:, :, rows].transpose(1, 2, 0))
+        block.sort(axis=-1)
+        return block
+
     def extend(self, count: int) -> None:
-        self.errors = grow(self.errors, count, np.nan, axis=1)
-        self.count = grow(self.count, count, 0)
+        self.errors = grow(self.errors, count, np.nan, axis=2)
+        self.count = grow(self.count, count, 0, axis=1)
 
     def take(self, rows: IntArray) -> None:
-        self.errors = select(self.errors, rows, axis=1)
-        self.count = select(self.count, rows)
+        self.errors = select(self.errors, rows, axis=2)
+        self.count = select(self.count, rows, axis=1)
 
 
 def empirical_offsets(
-    block: Float32Array,
+    ordered: Float32Array,
     count: IntArray,
     levels: FloatArray,
     *,
     min_errors: int,
     widening: float,
 ) -> FloatArray:
-    """Quantile offsets ``[n, len(levels), horizon]`` from a buffer block ``[window, n, horizon]``.
+    """Quantile offsets ``[Q, horizon, n]`` from sorted errors ``[horizon, n, window]`` (NaN last).
 
-    Linear interpolation between order statistics (numpy's default "linear" method) on the valid errors;
-    half-widths around the median are widened by ``1 + widening / count``. Cells with fewer than
-    ``min_errors`` errors are NaN so that the caller substitutes the fallback.
+    Linear interpolation between order statistics (numpy's default "linear" method) on the ``count``
+    valid errors; half-widths around the median are widened by ``1 + widening / count``. Cells with fewer
+    than ``min_errors`` errors are NaN so that the caller substitutes the fallback.
     """
-    ordered = np.sort(block, axis=0)  # NaN sorts last, so the first `count` entries are the valid ones
-    last = np.maximum(count - 1, 0).astype(np.float64)
+    last = np.maximum(count - 1, 0)
     all_levels = np.concatenate([levels, [0.5]])
-    pos = all_levels[:, None, None] * last[None, :, :]
+    pos = last[:, :, None] * all_levels[None, None, :]  # [H, n, Q+1]
     lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(count - 1, 0)[None, :, :])
+    hi = np.minimum(lo + 1, last[:, :, None])
     frac = pos - lo
-    lo_val = np.take_along_axis(ordered, lo, axis=0).astype(np.float64)
-    hi_val = np.take_along_axis(ordered, hi, axis=0).astype(np.float64)
-    values = lo_val + frac * (hi_val - lo_val)  # [Q+1, n, H]
+    lo_val = np.take_along_axis(ordered, lo, axis=2).astype(np.float64)
+    hi_val = np.take_along_axis(ordered, hi, axis=2).astype(np.float64)
+    values = (lo_val + frac * (hi_val - lo_val)).transpose(2, 0, 1)  # [Q+1, H, n]
     median = values[-1]
     factor = 1.0 + widening / np.maximum(count, 1)
     offsets = median[None] + factor[None] * (values[:-1] - median[None])
-    offsets = np.where((count >= min_errors)[None], offsets, np.nan)
-    return np.ascontiguousarray(offsets.transpose(1, 0, 2))
+    result: FloatArray = np.where((count >= min_errors)[None], offsets, np.nan)
+    return result
 
 
 def normal_scores(levels: tuple[float, ...]) -> FloatArray:
@@ -93,7 +98,8 @@ def fallback_offsets(
     sqrt_h: FloatArray,
     widening: float,
 ) -> FloatArray:
-    """Offsets ``[n, Q, H]`` = z_q * sigma_1 * sqrt(h), widened for the few residuals behind sigma_1."""
+    """Offsets ``[Q, H, n]`` = z_q * sigma_1 * sqrt(h), widened for the few residuals behind sigma_1."""
     factor = 1.0 + widening / np.maximum(n_seen, 1)
-    scale = (sigma1 * factor)[:, None, None]
-    return scale * z[None, :, None] * sqrt_h[None, None, :]
+    scale = (sigma1 * factor)[None, None, :]
+    result: FloatArray = scale * z[:, None, None] * sqrt_h[None, :, None]
+    return result

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apollo.series_arrays import BoolArray, FloatArray
+from apollo.series_arrays import BoolArray, FloatArray, IntArray
 
 RESOURCES: tuple[str, ...] = ("cpu", "memory", "disk_io", "network")
 
@@ -75,6 +75,26 @@ class SyntheticTraces:
     season_length: int
 
 
+def _events(
+    rng: np.random.Generator, n: int, steps: int, p_start: FloatArray, p_end: FloatArray
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Random episodes: (row, start, end) with Bernoulli starts and geometric durations."""
+    rows, starts = np.nonzero(rng.uniform(size=(n, steps)) < p_start[:, None])
+    durations = rng.geometric(np.clip(p_end[rows], 1e-6, 1.0))
+    return rows, starts, np.minimum(starts + durations, steps)
+
+
+def _hold(episodes: tuple[IntArray, IntArray, IntArray], magnitude: FloatArray, shape: tuple[int, int]) -> FloatArray:
+    """Sum over episodes of their magnitude, held from start until the episode ends."""
+    rows, starts, ends = episodes
+    n, steps = shape
+    diff = np.zeros((n, steps + 1))
+    np.add.at(diff, (rows, starts), magnitude)
+    np.add.at(diff, (rows, ends), -magnitude)
+    result: FloatArray = np.cumsum(diff[:, :steps], axis=1)
+    return result
+
+
 def _daily_shape(rng: np.random.Generator, hours: FloatArray, n: int, backup: bool) -> FloatArray:
     """Shapes in [0, 1] evaluated at ``hours`` ``[n, T]`` (local hour of day per series and sample)."""
     start = rng.uniform(7.0, 10.0, n)[:, None]
@@ -113,7 +133,7 @@ def cluster_traces(
         raise ValueError(f"unknown resources {unknown}; known: {sorted(KINDS)}")
     rng = np.random.default_rng(seed)
     per_day = 1440 // step_minutes
-    steps = int(round(days * per_day))
+    steps = round(days * per_day)
     n = n_nodes * len(resources)
     kinds = tuple(r for _ in range(n_nodes) for r in resources)
     keys = tuple((f"node-{i:05d}", r) for i in range(n_nodes) for r in resources)
@@ -145,7 +165,7 @@ def cluster_traces(
     backup = np.array([p.backup_bump for p in prof])
     shape = np.zeros((n, steps))
     for flag in (False, True):
-        rows = np.flatnonzero(backup == flag)
+        rows = np.flatnonzero((backup == flag) & seasonal)
         if rows.size:
             shape[rows] = _daily_shape(rng, hours[rows], rows.size, flag)
     weekday0 = int(rng.integers(0, 7))
@@ -155,46 +175,47 @@ def cluster_traces(
     daily = np.where(seasonal[:, None], amp[:, None] * day_amp[:, day] * shape, 0.0)
     busy = np.where(seasonal[:, None], shape, 0.5)
 
-    # Slow drift: random walk plus a linear trend.
-    drift_sd = rng.uniform(0.005, 0.03, n) / np.sqrt(per_day)
-    slope = rng.uniform(-0.02, 0.02, n) / per_day
+    # Slow drift (random walk + linear trend) and persistent level shifts, pushed towards mid-range.
+    drift = (
+        np.cumsum(rng.normal(0.0, 1.0, (n, steps)), axis=1) * (rng.uniform(0.005, 0.03, n) / np.sqrt(per_day))[:, None]
+    )
+    drift += np.outer(rng.uniform(-0.02, 0.02, n) / per_day, t)
+    level = base[:, None] + drift
+    rows, cols = np.nonzero(rng.uniform(size=(n, steps)) < (per("shift_rate") / per_day)[:, None])
+    towards_middle = np.where(level[rows, cols] < 0.45, 1.0, -1.0)
+    sign = np.where(rng.uniform(size=rows.size) < 0.7, towards_middle, -towards_middle)
+    jumps = np.zeros((n, steps))
+    np.add.at(jumps, (rows, cols), sign * rng.uniform(shift_lo[rows], shift_hi[rows]))
+    level = np.clip(level + np.cumsum(jumps, axis=1), 0.02, 0.9)
 
-    p_burst_on = burst_rate / per_day
-    p_burst_off = step_minutes / per("burst_minutes")
-    p_shift = per("shift_rate") / per_day
-    p_spike = per("spike_rate") / per_day
-    leak_slope = np.where(leaky, rng.uniform(0.02, 0.08, n), 0.0) / per_day
-    p_restart = 0.3 / per_day
-    p_gap_on, p_gap_off = 1.5 / per_day, 0.5
+    # Bursts (job phases): random starts, geometric durations, overlapping bursts add up.
+    bursts = _events(rng, n, steps, burst_rate / per_day, step_minutes / per("burst_minutes"))
+    b_rows = bursts[0]
+    sizes = rng.uniform(burst_lo[b_rows], burst_hi[b_rows])
+    sizes *= np.where(rng.uniform(size=b_rows.size) < 0.9, 1.0, -0.5)
+    burst = _hold(bursts, sizes, (n, steps))
 
-    values = np.empty((n, steps))
-    level = base.copy()
-    ar_state = np.zeros(n)
-    burst_on = np.zeros(n, dtype=bool)
-    burst_mag = np.zeros(n)
-    leak = np.zeros(n)
-    gap_on = np.zeros(n, dtype=bool)
-    t_scale = 1.0 / np.sqrt(2.0)  # Student t with 4 d.o.f. has variance 2
-    for i in range(steps):
-        u = rng.uniform(size=(6, n))
-        level += drift_sd * rng.standard_normal(n) + slope
-        shift = u[0] < p_shift
-        if shift.any():
-            towards_middle = np.where(level < 0.45, 1.0, -1.0)
-            sign = np.where(rng.uniform(size=n) < 0.7, towards_middle, -towards_middle)
-            level += np.where(shift, sign * rng.uniform(shift_lo, shift_hi), 0.0)
-        level = np.clip(level, 0.02, 0.9)
-        start = ~burst_on & (u[1] < p_burst_on)
-        burst_mag = np.where(start, rng.uniform(burst_lo, burst_hi) * np.where(u[2] < 0.9, 1.0, -0.5),
-                             burst_mag)  # fmt: skip
-        burst_on = (burst_on & (u[3] >= p_burst_off)) | start
-        leak = np.where(u[4] < p_restart, 0.0, leak + leak_slope)
-        innov = rng.standard_t(4.0, n) * t_scale * noise_sd * (0.6 + busy[:, i])
-        ar_state = ar * ar_state + np.sqrt(1.0 - ar * ar) * innov
-        spike = np.where(u[5] < p_spike, rng.uniform(0.15, 0.5, n), 0.0)
-        values[:, i] = level + daily[:, i] + leak + np.where(burst_on, burst_mag, 0.0) + ar_state + spike
-        gap_on = np.where(gap_on, rng.uniform(size=n) >= p_gap_off, rng.uniform(size=n) < p_gap_on)
-        values[gap_on, i] = np.nan
+    # Memory leaks: saw-teeth reset by restarts.
+    leaky_slope = np.where(leaky, rng.uniform(0.02, 0.08, n), 0.0) / per_day
+    restart = rng.uniform(size=(n, steps)) < 0.3 / per_day
+    restart[:, 0] = True
+    last_restart = np.maximum.accumulate(np.where(restart, t, 0), axis=1)
+    leak = leaky_slope[:, None] * (t - last_restart)
+
+    # AR(1) heavy-tailed noise, louder in busy hours; single-sample spikes.
+    innov = rng.standard_t(4.0, (n, steps)) / np.sqrt(2.0) * noise_sd[:, None] * (0.6 + busy)
+    innov *= np.sqrt(1.0 - ar * ar)[:, None]
+    noise = np.ascontiguousarray(innov.T)  # time-major so the recursion walks contiguous rows
+    for i in range(1, steps):
+        noise[i] += ar * noise[i - 1]
+    spikes = np.zeros((n, steps))
+    rows, cols = np.nonzero(rng.uniform(size=(n, steps)) < (per("spike_rate") / per_day)[:, None])
+    spikes[rows, cols] = rng.uniform(0.15, 0.5, rows.size)
+    values = level + daily + leak + burst + noise.T + spikes
+
+    # Scrape gaps: ~1.5 a day, a couple of samples each.
+    gaps = _events(rng, n, steps, np.full(n, 1.5 / per_day), np.full(n, 0.5))
+    values[_hold(gaps, np.ones(gaps[0].size), (n, steps)) > 0] = np.nan
 
     # A few series lose their exporter for hours.
     long_gap = rng.uniform(size=n) < 0.03

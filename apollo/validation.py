@@ -114,9 +114,7 @@ _PERCENT = _Range(
     f"finite and in [0, 100] percent ({PERCENT_SLACK:g} points tolerated above 100)",
 )
 _UNIT = _Range(0.0, 1.0, "finite and in [0, 1]")
-_HORIZON = _Range(
-    0.0, float(MAX_HORIZON_MINUTES), f"0 (server default) or in [1, {MAX_HORIZON_MINUTES}] minutes"
-)
+_HORIZON = _Range(0.0, float(MAX_HORIZON_MINUTES), f"0 (server default) or in [1, {MAX_HORIZON_MINUTES}] minutes")
 _CONFIDENCE_LEVEL = _Range(0.0, 1.0, "0 (server default) or strictly between 0 and 1", hi_inclusive=False)
 
 # Field-specific ranges by full protobuf name; every other numeric field gets _NON_NEGATIVE.
@@ -189,11 +187,7 @@ def _check_numbers(message: Message, prefix: str, errors: list[FieldError]) -> N
         path = _join(prefix, field.name)
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             sub_type = field.message_type
-            if (
-                sub_type is None
-                or sub_type.GetOptions().map_entry
-                or sub_type.full_name.startswith("google.protobuf.")
-            ):
+            if sub_type is None or sub_type.GetOptions().map_entry or sub_type.full_name.startswith("google.protobuf."):
                 continue
             if field.is_repeated:
                 for index, item in enumerate(value):

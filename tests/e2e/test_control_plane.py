@@ -19,9 +19,7 @@ from tests.helpers import wait_for
 pytestmark = pytest.mark.e2e
 
 
-def _pod_spec(
-    node_selector: dict[str, str], containers: list[dict[str, Any]], restart: str
-) -> dict[str, Any]:
+def _pod_spec(node_selector: dict[str, str], containers: list[dict[str, Any]], restart: str) -> dict[str, Any]:
     return {"nodeSelector": node_selector, "restartPolicy": restart, "containers": containers}
 
 
@@ -85,9 +83,7 @@ def test_job_container_completes_while_other_keeps_running(cluster: ClusterHandl
                 "backoffLimit": 0,
                 "template": {
                     "metadata": {"annotations": {COMPLETE_ANNOTATION: "loader"}},
-                    "spec": _pod_spec(
-                        {"pool": namespace}, [_container("loader"), _container("trainer")], "Never"
-                    ),
+                    "spec": _pod_spec({"pool": namespace}, [_container("loader"), _container("trainer")], "Never"),
                 },
             },
         },
@@ -143,9 +139,7 @@ def test_pvc_binds_to_precreated_pv(cluster: ClusterHandle, namespace: str) -> N
     )
     pvc = wait_for(
         lambda: (
-            (c := cluster.core.read_namespaced_persistent_volume_claim("ckpt", namespace)).status.phase
-            == "Bound"
-            and c
+            (c := cluster.core.read_namespaced_persistent_volume_claim("ckpt", namespace)).status.phase == "Bound" and c
         ),
         what="PVC Bound",
     )
@@ -204,10 +198,7 @@ def test_eviction_respects_pod_disruption_budget(cluster: ClusterHandle, namespa
     cluster.policy.patch_namespaced_pod_disruption_budget("guard", namespace, {"spec": {"minAvailable": 1}})
     wait_for(
         lambda: (
-            cluster.policy.read_namespaced_pod_disruption_budget(
-                "guard", namespace
-            ).status.disruptions_allowed
-            == 1
+            cluster.policy.read_namespaced_pod_disruption_budget("guard", namespace).status.disruptions_allowed == 1
         ),
         what="PDB to allow one disruption",
     )

@@ -117,8 +117,7 @@ SEED_MESSAGES: dict[str, str] = {
         "[]string; 15 affinities []KueueAffinity"
     ),
     "KueueAffinity": (
-        "1 type string; 2 key string; 3 operator string; 4 values []string; 5 topology_key string; 6 "
-        "weight int32"
+        "1 type string; 2 key string; 3 operator string; 4 values []string; 5 topology_key string; 6 weight int32"
     ),
     "DataLocalityInfo": (
         "1 filesystem_type string; 2 filesystem_path string; 3 server_address string; 4 data_nodes "
@@ -170,8 +169,7 @@ SEED_MESSAGES: dict[str, str] = {
     ),
     "SchedulingConstraint": ("1 constraint_type string; 2 key string; 3 operator string; 4 values []string"),
     "AffinityRule": (
-        "1 rule_type string; 2 topology_key string; 3 target_labels []string; 4 is_required bool; 5 "
-        "weight int32"
+        "1 rule_type string; 2 topology_key string; 3 target_labels []string; 4 is_required bool; 5 weight int32"
     ),
     "MigrationTarget": (
         "1 pod_name string; 2 pod_namespace string; 3 source_node string; 4 target_node string; 5 "
@@ -189,8 +187,7 @@ SEED_MESSAGES: dict[str, str] = {
         "1 max_retries int32; 2 timeout_seconds int32; 3 allow_disruption bool; 4 blackout_windows []string"
     ),
     "TimestampedResources": (
-        "1 timestamp Timestamp; 2 cpu_usage double; 3 memory_usage double; 4 io_usage double; 5 "
-        "network_usage double"
+        "1 timestamp Timestamp; 2 cpu_usage double; 3 memory_usage double; 4 io_usage double; 5 network_usage double"
     ),
     "PredictionRecommendation": (
         "1 recommendation_type string; 2 description string; 3 priority PolicyPriority; 4 "
@@ -209,20 +206,15 @@ SEED_MESSAGES: dict[str, str] = {
     "PolicySubscription": (
         "1 subscriber_id string; 2 action_filters []OrchestrationAction; 3 namespace_filters []string"
     ),
-    "OrchestrationPolicyRequest": (
-        "1 pod_name string; 2 pod_namespace string; 3 requested_action OrchestrationAction"
-    ),
+    "OrchestrationPolicyRequest": ("1 pod_name string; 2 pod_namespace string; 3 requested_action OrchestrationAction"),
     "ExecutionResult": (
         "1 request_id string; 2 action OrchestrationAction; 3 success bool; 4 failure_reason string; 5 "
         "execution_duration_ms int64; 6 metrics map<string,string>"
     ),
     "PredictionRequest": ("1 node_name string; 2 horizon_minutes int32; 3 confidence_level double"),
-    "ClusterPredictionRequest": (
-        "1 horizon_minutes int32; 2 confidence_level double; 3 node_filters []string"
-    ),
+    "ClusterPredictionRequest": ("1 horizon_minutes int32; 2 confidence_level double; 3 node_filters []string"),
     "ClusterPrediction": (
-        "1 node_predictions []ResourcePrediction; 2 aggregated_prediction ResourcePrediction; 3 "
-        "created_at Timestamp"
+        "1 node_predictions []ResourcePrediction; 2 aggregated_prediction ResourcePrediction; 3 created_at Timestamp"
     ),
 }
 
@@ -292,8 +284,7 @@ EXTENSION_MESSAGES: dict[str, str] = {
         "9 candidate_nodes []string; 10 horizon_minutes int32"
     ),
     "ExecutionResult": (
-        "7 pod_name string; 8 pod_namespace string; 9 source_node string; 10 target_node string; "
-        "11 migration_id string"
+        "7 pod_name string; 8 pod_namespace string; 9 source_node string; 10 target_node string; 11 migration_id string"
     ),
     "NodeScoreSnapshotRequest": "1 node_names []string; 2 known_generation int64",
     "NodeScoreSnapshot": (
@@ -387,9 +378,7 @@ def _file_proto() -> descriptor_pb2.FileDescriptorProto:
     return proto
 
 
-def _field_problems(
-    message: descriptor_pb2.DescriptorProto, spec: FieldSpec, oneof_names: dict[int, str]
-) -> list[str]:
+def _field_problems(message: descriptor_pb2.DescriptorProto, spec: FieldSpec, oneof_names: dict[int, str]) -> list[str]:
     where = f"{message.name}.{spec.name} (= {spec.number})"
     by_number = {field.number: field for field in message.field}
     field = by_number.get(spec.number)
@@ -417,9 +406,7 @@ def _field_problems(
         return problems
     expected_label = FDP.LABEL_REPEATED if spec.repeated else FDP.LABEL_OPTIONAL
     if field.label != expected_label:
-        problems.append(
-            f"{where}: label {FDP.Label.Name(field.label)}, expected {FDP.Label.Name(expected_label)}"
-        )
+        problems.append(f"{where}: label {FDP.Label.Name(field.label)}, expected {FDP.Label.Name(expected_label)}")
     if spec.type in _SCALARS:
         if field.type != _SCALARS[spec.type]:
             problems.append(f"{where}: type {FDP.Type.Name(field.type)}, expected {spec.type}")
@@ -457,9 +444,7 @@ def test_seed_and_extension_fields_match_descriptors() -> None:
         oneofs = {number: oneof for oneof, numbers in SEED_ONEOFS.get(name, {}).items() for number in numbers}
         for spec in fields.values():
             problems.extend(_field_problems(message, spec, oneofs))
-        unlisted = sorted(
-            f"{field.number} {field.name}" for field in message.field if field.number not in fields
-        )
+        unlisted = sorted(f"{field.number} {field.name}" for field in message.field if field.number not in fields)
         if unlisted:
             problems.append(f"message {name}: fields not in the contract tables: {unlisted}")
         declared_oneofs = {decl.name for decl in message.oneof_decl}
@@ -480,9 +465,7 @@ def test_enums_match() -> None:
 
 def test_services_match() -> None:
     proto = _file_proto()
-    expected: dict[str, dict[str, MethodSpec]] = {
-        name: _parse_methods(spec) for name, spec in SEED_SERVICES.items()
-    }
+    expected: dict[str, dict[str, MethodSpec]] = {name: _parse_methods(spec) for name, spec in SEED_SERVICES.items()}
     for name, spec in EXTENSION_SERVICES.items():
         extra = _parse_methods(spec)
         assert not set(extra) & set(expected[name])
@@ -613,9 +596,7 @@ class _SchedulingServicer(apollo_pb2_grpc.SchedulingPolicyServiceServicer):
     def GetSchedulingPolicy(
         self, request: apollo_pb2.SchedulingPolicyRequest, context: grpc.ServicerContext
     ) -> apollo_pb2.SchedulingPolicy:
-        return apollo_pb2.SchedulingPolicy(
-            pod_name=request.pod_name, decision=apollo_pb2.SCHEDULING_DECISION_ALLOW
-        )
+        return apollo_pb2.SchedulingPolicy(pod_name=request.pod_name, decision=apollo_pb2.SCHEDULING_DECISION_ALLOW)
 
     def ReportSchedulingResult(
         self, request: apollo_pb2.SchedulingResult, context: grpc.ServicerContext
@@ -677,9 +658,7 @@ def test_generated_grpc_modules_serve_and_call() -> None:
             assert unchanged.not_modified
             assert len(unchanged.nodes) == 0
             insight = apollo_pb2_grpc.InsightServiceStub(channel)
-            signatures = (
-                apollo_pb2.WorkloadSignature(pod_name=f"p{i}", pod_namespace="ns") for i in range(3)
-            )
+            signatures = (apollo_pb2.WorkloadSignature(pod_name=f"p{i}", pod_namespace="ns") for i in range(3))
             response = insight.StreamWorkloadSignatures(signatures, timeout=10)
             assert (response.messages_received, response.status) == (3, "ok")
     finally:

@@ -86,9 +86,7 @@ def good_insight() -> pb.ClusterInsight:
         io_statistics=pb.IOStatistics(total_read_bytes=1 << 30, p99_read_latency_ms=4.5),
         node_roles=["worker"],
     )
-    insight.storage_devices.add(
-        device_name="nvme0", total_bytes=1 << 40, used_bytes=1 << 39, utilization_percent=50
-    )
+    insight.storage_devices.add(device_name="nvme0", total_bytes=1 << 40, used_bytes=1 << 39, utilization_percent=50)
     insight.storage_devices.add(device_name="nvme1", total_bytes=1 << 40, used_bytes=1 << 38)
     insight.gpu_devices.add(gpu_id="0", utilization_percent=100.0, temperature_celsius=65.0)
     insight.cluster_queues.add(name="cq", cpu_usage_percent=180.0)  # borrowing: above 100 is fine
@@ -161,9 +159,7 @@ def test_percent_bounds_with_documented_slack(value: float, ok: bool) -> None:
     assert validation.PERCENT_SLACK == 5.0
 
 
-@pytest.mark.parametrize(
-    ("value", "ok"), [(0.0, True), (1.0, True), (1.5, False), (-0.1, False), (NAN, False)]
-)
+@pytest.mark.parametrize(("value", "ok"), [(0.0, True), (1.0, True), (1.5, False), (-0.1, False), (NAN, False)])
 def test_signature_confidence_is_a_probability(value: float, ok: bool) -> None:
     signature = good_signature()
     signature.confidence = value
@@ -323,9 +319,7 @@ def test_cluster_prediction_request() -> None:
 
 
 def test_policy_subscription() -> None:
-    good = pb.PolicySubscription(
-        subscriber_id="orchestrator-0", action_filters=[pb.ORCHESTRATION_ACTION_MIGRATE]
-    )
+    good = pb.PolicySubscription(subscriber_id="orchestrator-0", action_filters=[pb.ORCHESTRATION_ACTION_MIGRATE])
     assert validate_policy_subscription(good) == []
     bad = pb.PolicySubscription(namespace_filters=["ml", ""])
     assert paths(validate_policy_subscription(bad)) == ["subscriber_id", "namespace_filters[1]"]

@@ -1,0 +1,602 @@
+"""Which node suits a pod, from forecasts and insights. Pure numpy, no I/O.
+
+Why risk-aware predicted headroom: Trimaran and Crane score on current or recent load, so a node that is
+quiet now but about to run its nightly job looks best exactly when it is worst. Here a node is judged by
+the upper quantile of its forecast over the pod's own horizon, plus what the pod itself will add, plus the
+pods already bound to it since the last sample (the "hot value" the forecast cannot see yet).
+
+Why a table: a tick builds one :class:`NodeTable` (running maxima of every node's upper forecast, capacity,
+insight facts as flat arrays); scoring one pod against 5,000 nodes is then a few dozen vector operations,
+and the human reasons are only formatted for the nodes someone asks about.
+
+Fail open: stale data score every node neutral and filter none, because an advisor that is out of date
+must never stop scheduling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from apollo.domain import (
+    NodeBaseline,
+    NodeInsight,
+    NodeOutlook,
+    PlacementCounter,
+    PodDemand,
+    PodSignature,
+    ScoreResult,
+)
+from apollo.early_warning import overload_warning
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+DEFAULT_OVERLOAD_THRESHOLD = 0.9
+NEUTRAL_SCORE = 50
+MAX_SCORE = 100
+MAX_EXTENDER_SCORE = 10
+# Locality term per relation to the pod's data; the primary copy wins, a cache is better than nothing.
+LOCALITY_PRIMARY, LOCALITY_DATA, LOCALITY_CACHE = 1.0, 0.8, 0.6
+UNKNOWN_TERM = 0.5
+
+
+@dataclass(frozen=True)
+class ScoringWeights:
+    """Relative weights of the score's terms; only the terms that apply to a pod are averaged.
+
+    Headroom dominates by default because a wrong guess there costs an overload (and a migration),
+    while a missed locality or storage preference only costs speed. ``anomaly_penalty`` is in score
+    points, scaled between half and full by ``anomaly_score / anomaly_z_full``: a node behaving
+    unlike its own history is a poor bet for new work even when its forecast looks fine.
+    """
+
+    headroom: float = 1.0
+    gpu: float = 0.3
+    csd: float = 0.15
+    storage: float = 0.25
+    locality: float = 0.35
+    anomaly_penalty: float = 20.0
+    anomaly_z_full: float = 8.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"ScoringWeights.{f.name} must be a finite number >= 0, got {value!r}")
+        if self.headroom <= 0:
+            raise ValueError("ScoringWeights.headroom must be > 0: headroom is the score's anchor")
+        if self.anomaly_penalty > MAX_SCORE:
+            raise ValueError(f"ScoringWeights.anomaly_penalty must be <= {MAX_SCORE} points")
+        if self.anomaly_z_full <= 0:
+            raise ValueError("ScoringWeights.anomaly_z_full must be > 0")
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+
+
+def to_extender_score(score: float) -> int:
+    """0-100 (SchedulingPolicy) to kube-scheduler's extender scale 0-10, rounding half up."""
+    if not math.isfinite(score):
+        return MAX_EXTENDER_SCORE // 2
+    return int(min(max(math.floor(score / 10 + 0.5), 0), MAX_EXTENDER_SCORE))
+
+
+def _series_matrix(outlooks: Sequence[NodeOutlook], resource: str, horizon: int) -> FloatArray:
+    """Rows padded with NaN to ``horizon``; full-length rows are stacked in one copy (the common case)."""
+    out = np.full((len(outlooks), horizon), np.nan)
+    rows: list[int] = []
+    full: list[FloatArray] = []
+    for i, o in enumerate(outlooks):
+        series = o.upper.get(resource)
+        if series is None or not series.size:
+            continue
+        if series.size >= horizon:
+            rows.append(i)
+            full.append(series if series.size == horizon else series[:horizon])
+        else:
+            out[i, : series.size] = series
+    if rows:
+        out[rows] = np.stack(full)
+    return out
+
+
+def _running_max(upper: FloatArray) -> FloatArray:
+    """Peak up to each step, ignoring NaN steps (NaN only while nothing is known yet)."""
+    if upper.shape[1] == 0:
+        return upper.copy()
+    result: FloatArray = np.fmax.accumulate(upper, axis=1)
+    return result
+
+
+def _positive_or_nan(values: FloatArray) -> FloatArray:
+    return np.where(values > 0, values, np.nan)
+
+
+@dataclass(frozen=True)
+class NodeTable:
+    """Every node's forecast and facts as flat arrays, row ``i`` = ``nodes[i]``; built once per tick.
+
+    ``*_upper`` are the raw upper-quantile series ``[n, H]``; ``*_peak_to`` their running maxima, so the
+    peak over any pod horizon is one column. ``gpus_free`` etc. are NaN where unknown.
+    """
+
+    nodes: tuple[str, ...]
+    index: Mapping[str, int]
+    horizon: int
+    cpu_upper: FloatArray
+    memory_upper: FloatArray
+    cpu_peak_to: FloatArray
+    memory_peak_to: FloatArray
+    disk_peak_to: FloatArray
+    gpu_peak_to: FloatArray
+    cpu_capacity: FloatArray
+    memory_capacity: FloatArray
+    cpu_requested: FloatArray
+    memory_requested: FloatArray
+    gpus_free: FloatArray
+    csd_free: FloatArray
+    fast_free_bytes: FloatArray
+    anomaly: BoolArray
+    anomaly_score: FloatArray
+    stale: BoolArray
+    step_seconds: FloatArray
+
+    @classmethod
+    def build(cls, outlooks: Sequence[NodeOutlook], insights: Mapping[str, NodeInsight] | None = None) -> NodeTable:
+        nodes = tuple(o.node for o in outlooks)
+        index = {name: i for i, name in enumerate(nodes)}
+        if len(index) != len(nodes):
+            raise ValueError("node names in outlooks must be unique")
+        horizon = max((v.size for o in outlooks for v in o.upper.values()), default=0)
+        cpu = _series_matrix(outlooks, "cpu", horizon)
+        mem = _series_matrix(outlooks, "memory", horizon)
+        gpus_free, csd_free, fast_free = _insight_vectors(outlooks, insights or {})
+        return cls(
+            nodes=nodes,
+            index=index,
+            horizon=horizon,
+            cpu_upper=cpu,
+            memory_upper=mem,
+            cpu_peak_to=_running_max(cpu),
+            memory_peak_to=_running_max(mem),
+            disk_peak_to=_running_max(_series_matrix(outlooks, "disk_io", horizon)),
+            gpu_peak_to=_running_max(_series_matrix(outlooks, "gpu", horizon)),
+            cpu_capacity=_positive_or_nan(np.array([o.capacity.cpu_cores for o in outlooks], dtype=np.float64)),
+            memory_capacity=_positive_or_nan(np.array([o.capacity.memory_bytes for o in outlooks], dtype=np.float64)),
+            cpu_requested=np.array([o.requested_cpu_cores for o in outlooks], dtype=np.float64),
+            memory_requested=np.array([o.requested_memory_bytes for o in outlooks], dtype=np.float64),
+            gpus_free=gpus_free,
+            csd_free=csd_free,
+            fast_free_bytes=fast_free,
+            anomaly=np.array([o.anomaly for o in outlooks], dtype=np.bool_),
+            anomaly_score=np.array([max(o.anomaly_score, 0.0) for o in outlooks], dtype=np.float64),
+            stale=np.array([o.stale for o in outlooks], dtype=np.bool_),
+            step_seconds=np.array([o.step_seconds for o in outlooks], dtype=np.float64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def peak_column(self, horizon_steps: int) -> int:
+        """Column of ``*_peak_to`` covering a pod horizon of ``horizon_steps`` (0 = the whole horizon)."""
+        if self.horizon == 0:
+            return -1
+        steps = self.horizon if horizon_steps <= 0 else min(horizon_steps, self.horizon)
+        return steps - 1
+
+
+def _insight_vectors(
+    outlooks: Sequence[NodeOutlook], insights: Mapping[str, NodeInsight]
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Free GPUs (insight, else allocatable minus requested), free CSDs and fast-storage bytes (NaN unknown)."""
+    n = len(outlooks)
+    gpus = np.array([o.capacity.gpus - o.requested_gpus for o in outlooks], dtype=np.float64)
+    csd = np.full(n, np.nan)
+    fast = np.full(n, np.nan)
+    for i, o in enumerate(outlooks):
+        insight = insights.get(o.node)
+        if insight is not None:
+            gpus[i] = insight.gpus_available
+            csd[i] = insight.csd_available
+            fast[i] = insight.fast_storage_free_bytes
+    return np.maximum(gpus, 0.0), csd, fast
+
+
+@dataclass(frozen=True)
+class _Hot:
+    cpu: FloatArray
+    memory: FloatArray
+    gpus: FloatArray
+    pods: IntArray
+
+
+def _hot_vectors(table: NodeTable, placements: Iterable[PlacementCounter]) -> _Hot:
+    n = len(table)
+    hot = _Hot(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64))
+    for p in placements:
+        i = table.index.get(p.node)
+        if i is not None:
+            hot.cpu[i] += p.cpu_cores
+            hot.memory[i] += p.memory_bytes
+            hot.gpus[i] += p.gpus
+            hot.pods[i] += p.pods
+    return hot
+
+
+def _placements(
+    placements: Mapping[str, PlacementCounter] | Iterable[PlacementCounter] | None,
+) -> list[PlacementCounter]:
+    if placements is None:
+        return []
+    if isinstance(placements, Mapping):
+        return list(placements.values())
+    return list(placements)
+
+
+@dataclass(frozen=True)
+class _Load:
+    """Predicted peak of one resource with the pod, and whether it fell back to requests."""
+
+    peak: FloatArray
+    fallback: BoolArray
+    infeasible: BoolArray
+
+
+def _predicted_load(
+    forecast_peak: FloatArray,
+    capacity: FloatArray,
+    requested: FloatArray,
+    hot: FloatArray,
+    pod_estimate: float,
+    pod_request: float,
+    threshold: float,
+) -> _Load:
+    """Forecast peak + (pod + hot) / capacity; requests-based where the forecast is missing.
+
+    The forecast already contains the usage of pods that were running at the sample, so only the pod and
+    the hot value are added. Without a forecast only requests are known: that fit fails only when the
+    requests exceed the node (packing to 95% of requests is normal), not at the load threshold.
+    """
+    with np.errstate(invalid="ignore"):
+        predicted = forecast_peak + np.nan_to_num((pod_estimate + hot) / capacity)  # capacity unknown: add 0
+        by_requests = (requested + hot + pod_request) / capacity
+        fallback = np.isnan(forecast_peak)
+        peak = np.where(fallback, by_requests, predicted)
+        infeasible = np.where(fallback, by_requests > 1.0, predicted > threshold)
+    return _Load(peak, fallback, infeasible & np.isfinite(peak))
+
+
+def _headroom_term(cpu: _Load, memory: _Load, threshold: float) -> FloatArray:
+    """1 on an idle node, 0 at the threshold, on the scarcer resource; unknown capacity is neutral."""
+    worst = np.fmax(cpu.peak, memory.peak)
+    term = np.clip((threshold - worst) / threshold, 0.0, 1.0)
+    return np.where(np.isnan(worst), UNKNOWN_TERM, term)
+
+
+def _known_or(values: FloatArray, present: BoolArray) -> FloatArray:
+    return np.where(np.isnan(values), UNKNOWN_TERM, present.astype(np.float64))
+
+
+def _locality_term(table: NodeTable, signature: PodSignature) -> FloatArray:
+    term = np.zeros(len(table))
+    for names, value in (
+        (signature.cache_nodes, LOCALITY_CACHE),
+        (signature.data_nodes, LOCALITY_DATA),
+        ((signature.primary_node,), LOCALITY_PRIMARY),
+    ):
+        rows = [table.index[n] for n in names if n in table.index]
+        term[rows] = np.maximum(term[rows], value)
+    return term
+
+
+def _storage_term(table: NodeTable, column: int, signature: PodSignature) -> FloatArray:
+    """Fast local storage with room for the recommended size, and a quiet disk over the horizon."""
+    with np.errstate(invalid="ignore"):
+        fast = _known_or(table.fast_free_bytes, table.fast_free_bytes >= max(signature.storage_size_bytes, 1))
+    if column < 0:
+        return fast
+    disk = table.disk_peak_to[:, column]
+    return np.where(np.isnan(disk), fast, 0.5 * (fast + np.clip(1.0 - disk, 0.0, 1.0)))
+
+
+@dataclass(frozen=True)
+class PodScores:
+    """Scores of one pod on every node of a table; :meth:`result` formats one node's verdict."""
+
+    pod: PodDemand
+    table: NodeTable
+    threshold: float
+    score: IntArray
+    feasible: BoolArray
+    overload: BoolArray
+    cpu: _Load
+    memory: _Load
+    terms: Mapping[str, FloatArray]
+    weights: Mapping[str, float]
+    penalty: FloatArray
+    gpu_shortfall: BoolArray
+    gpus_free: FloatArray
+    hot_pods: IntArray
+
+    def result(self, i: int) -> ScoreResult:
+        rows = self._rows
+        factors = {name: term[i] for name, term in rows.terms.items()}
+        factors.update(cpu_peak=rows.cpu_peak[i], memory_peak=rows.memory_peak[i], anomaly_penalty=rows.penalty[i])
+        return ScoreResult(
+            node=self.table.nodes[i],
+            score=rows.score[i],
+            reason=self._reason(i),
+            feasible=rows.feasible[i],
+            overload_predicted=rows.overload[i],
+            factors=factors,
+        )
+
+    def results(self) -> list[ScoreResult]:
+        return [self.result(i) for i in range(len(self.table))]
+
+    def top(self, n: int) -> list[ScoreResult]:
+        """The ``n`` best feasible nodes, best first (ties in table order): format only what is sent."""
+        feasible = np.flatnonzero(self.feasible)
+        order = feasible[np.argsort(-self.score[feasible], kind="stable")[: max(n, 0)]]
+        return [self.result(int(i)) for i in order]
+
+    def result_for(self, node: str) -> ScoreResult | None:
+        i = self.table.index.get(node)
+        return None if i is None else self.result(i)
+
+    @cached_property
+    def _rows(self) -> _Rows:
+        """The arrays as Python lists, once: formatting numpy scalars one by one costs 10x more."""
+        return _Rows(
+            score=self.score.tolist(),
+            feasible=self.feasible.tolist(),
+            overload=self.overload.tolist(),
+            stale=self.table.stale.tolist(),
+            cpu_peak=self.cpu.peak.tolist(),
+            memory_peak=self.memory.peak.tolist(),
+            cpu_fallback=self.cpu.fallback.tolist(),
+            memory_fallback=self.memory.fallback.tolist(),
+            cpu_problem=self.cpu.infeasible.tolist(),
+            memory_problem=self.memory.infeasible.tolist(),
+            gpu_shortfall=self.gpu_shortfall.tolist(),
+            gpus_free=self.gpus_free.tolist(),
+            penalty=self.penalty.tolist(),
+            hot_pods=self.hot_pods.tolist(),
+            terms={name: term.tolist() for name, term in self.terms.items()},
+        )
+
+    def _reason(self, i: int) -> str:
+        rows = self._rows
+        if rows.stale[i]:
+            return "stale forecast: neutral score"
+        problems = self._infeasible_reasons(i)
+        if problems:
+            return "; ".join(problems)
+        ranked = sorted(rows.terms, key=lambda t: -self.weights[t] * rows.terms[t][i])
+        parts = [_describe(t, rows, i) for t in ranked[:3]]
+        if rows.penalty[i] > 0:
+            parts.append(f"anomaly -{rows.penalty[i]:.0f}")
+        return f"{rows.score[i]}: " + ", ".join(parts)
+
+    def _infeasible_reasons(self, i: int) -> list[str]:
+        rows = self._rows
+        out = []
+        for name, problem, peak, fallback in (
+            ("cpu", rows.cpu_problem, rows.cpu_peak, rows.cpu_fallback),
+            ("memory", rows.memory_problem, rows.memory_peak, rows.memory_fallback),
+        ):
+            if problem[i]:
+                if fallback[i]:
+                    out.append(f"no {name} forecast; requests-based fit {peak[i]:.0%} exceeds allocatable")
+                else:
+                    out.append(f"predicted {name} peak {peak[i]:.0%} with pod > threshold {self.threshold:.0%}")
+        if rows.gpu_shortfall[i]:
+            need = max(self.pod.gpus, 1)
+            out.append(f"GPU workload needs {need} GPU(s), {max(rows.gpus_free[i], 0):.0f} free")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    score: list[int]
+    feasible: list[bool]
+    overload: list[bool]
+    stale: list[bool]
+    cpu_peak: list[float]
+    memory_peak: list[float]
+    cpu_fallback: list[bool]
+    memory_fallback: list[bool]
+    cpu_problem: list[bool]
+    memory_problem: list[bool]
+    gpu_shortfall: list[bool]
+    gpus_free: list[float]
+    penalty: list[float]
+    hot_pods: list[int]
+    terms: dict[str, list[float]]
+
+
+_LOCALITY_LABELS = {LOCALITY_PRIMARY: "primary data node", LOCALITY_DATA: "holds data", LOCALITY_CACHE: "caches data"}
+
+
+def _describe(term: str, rows: _Rows, i: int) -> str:
+    value = rows.terms[term][i]
+    if term == "headroom":
+        text = f"cpu peak {rows.cpu_peak[i]:.0%}, memory peak {rows.memory_peak[i]:.0%} with pod"
+        if rows.cpu_fallback[i] or rows.memory_fallback[i]:
+            text = "no forecast, requests-based: " + text
+        if rows.hot_pods[i]:
+            text += f" (+{rows.hot_pods[i]} just bound)"
+        return text
+    if term == "locality":
+        return _LOCALITY_LABELS.get(value, "no data locality")
+    if term == "gpu":
+        return f"{rows.gpus_free[i]:.0f} GPU(s) free"
+    if term == "csd":
+        return {1.0: "CSD available", 0.0: "no CSD"}.get(value, "CSD unknown")
+    return "fast storage" if value >= 0.5 else "no fast storage"
+
+
+def _fit_terms(
+    pod: PodDemand, table: NodeTable, column: int, gpus_free: FloatArray, weights: ScoringWeights
+) -> tuple[dict[str, FloatArray], dict[str, float], BoolArray]:
+    """Terms that apply to this pod, their weights, and the nodes lacking GPUs it needs."""
+    terms: dict[str, FloatArray] = {}
+    used: dict[str, float] = {}
+    shortfall = np.zeros(len(table), dtype=np.bool_)
+    if pod.needs_gpu:
+        shortfall = gpus_free < max(pod.gpus, 1)
+        busy = table.gpu_peak_to[:, column] if column >= 0 else np.full(len(table), np.nan)
+        terms["gpu"] = np.where(shortfall, 0.0, np.where(np.isnan(busy), 1.0, np.clip(1.0 - busy, 0.0, 1.0)))
+        used["gpu"] = weights.gpu
+    sig = pod.signature
+    if sig is not None and sig.wants_csd:
+        terms["csd"] = _known_or(table.csd_free, np.nan_to_num(table.csd_free) > 0)
+        used["csd"] = weights.csd
+    if sig is not None and sig.io_heavy:
+        terms["storage"] = _storage_term(table, column, sig)
+        used["storage"] = weights.storage
+    if sig is not None and sig.has_locality:
+        terms["locality"] = _locality_term(table, sig)
+        importance = sig.locality_score if 0 < sig.locality_score <= 1 else 1.0
+        used["locality"] = weights.locality * importance
+    return terms, used, shortfall
+
+
+def _anomaly_penalty(table: NodeTable, weights: ScoringWeights) -> FloatArray:
+    severity = 0.5 + 0.5 * np.clip(table.anomaly_score / weights.anomaly_z_full, 0.0, 1.0)
+    return np.where(table.anomaly, weights.anomaly_penalty * severity, 0.0)
+
+
+def score_pod(
+    pod: PodDemand,
+    table: NodeTable,
+    placements: Mapping[str, PlacementCounter] | Iterable[PlacementCounter] | None = None,
+    weights: ScoringWeights | None = None,
+    threshold: float = DEFAULT_OVERLOAD_THRESHOLD,
+) -> PodScores:
+    """Score ``pod`` on every node of ``table``: the extender's and SchedulingPolicy's per-pod view."""
+    _check_threshold(threshold)
+    weights = weights or ScoringWeights()
+    column = table.peak_column(pod.horizon_steps)
+    hot = _hot_vectors(table, _placements(placements))
+    n = len(table)
+    nan = np.full(n, np.nan)
+    cpu = _predicted_load(
+        table.cpu_peak_to[:, column] if column >= 0 else nan,
+        table.cpu_capacity, table.cpu_requested, hot.cpu, pod.estimated_cpu_cores, pod.cpu_cores, threshold,
+    )  # fmt: skip
+    memory = _predicted_load(
+        table.memory_peak_to[:, column] if column >= 0 else nan,
+        table.memory_capacity, table.memory_requested, hot.memory,
+        pod.estimated_memory_bytes, pod.memory_bytes, threshold,
+    )  # fmt: skip
+    gpus_free = table.gpus_free - hot.gpus
+    fit, fit_weights, shortfall = _fit_terms(pod, table, column, gpus_free, weights)
+    terms = {"headroom": _headroom_term(cpu, memory, threshold), **fit}
+    used = {"headroom": weights.headroom, **fit_weights}
+    total = sum(used.values())
+    raw = sum(used[t] * terms[t] for t in terms) / total * MAX_SCORE
+    penalty = _anomaly_penalty(table, weights)
+    overload = (cpu.infeasible & ~cpu.fallback) | (memory.infeasible & ~memory.fallback)
+    feasible = ~(cpu.infeasible | memory.infeasible | shortfall)
+    score = np.where(feasible, np.clip(np.rint(raw - penalty), 0, MAX_SCORE), 0).astype(np.int64)
+    stale = table.stale
+    return PodScores(
+        pod=pod,
+        table=table,
+        threshold=threshold,
+        score=np.where(stale, NEUTRAL_SCORE, score),
+        feasible=feasible | stale,
+        overload=overload & ~stale,
+        cpu=cpu,
+        memory=memory,
+        terms=terms,
+        weights=used,
+        penalty=np.where(stale, 0.0, penalty),
+        gpu_shortfall=shortfall & ~stale,
+        gpus_free=gpus_free,
+        hot_pods=hot.pods,
+    )
+
+
+def score_nodes(
+    pod: PodDemand,
+    outlooks: Sequence[NodeOutlook],
+    insights: Mapping[str, NodeInsight] | None = None,
+    placements: Mapping[str, PlacementCounter] | Iterable[PlacementCounter] | None = None,
+    weights: ScoringWeights | None = None,
+    threshold: float = DEFAULT_OVERLOAD_THRESHOLD,
+) -> list[ScoreResult]:
+    """Convenience for a handful of nodes: build the table, score, format every node, best first."""
+    scores = score_pod(pod, NodeTable.build(outlooks, insights), placements, weights, threshold)
+    return sorted(scores.results(), key=lambda r: (not r.feasible, -r.score, r.node))
+
+
+def node_snapshot(
+    outlooks: Sequence[NodeOutlook] | NodeTable,
+    placements: Mapping[str, PlacementCounter] | Iterable[PlacementCounter] | None = None,
+    threshold: float = DEFAULT_OVERLOAD_THRESHOLD,
+    consecutive: int = 1,
+) -> dict[str, NodeBaseline]:
+    """Pod-agnostic baseline per node for the extender's cached snapshot.
+
+    The score is the headroom term alone (no pod, no insights); ``overload_predicted`` needs the upper
+    forecast plus the hot value above ``threshold`` for ``consecutive`` steps, so a lone spike lowers
+    the score without marking the node.
+    """
+    _check_threshold(threshold)
+    table = outlooks if isinstance(outlooks, NodeTable) else NodeTable.build(outlooks)
+    hot = _hot_vectors(table, _placements(placements))
+    with np.errstate(invalid="ignore"):
+        cpu_hot = (hot.cpu / table.cpu_capacity)[:, None]
+        mem_hot = (hot.memory / table.memory_capacity)[:, None]
+    cpu_upper = table.cpu_upper + np.nan_to_num(cpu_hot)
+    mem_upper = table.memory_upper + np.nan_to_num(mem_hot)
+    column = table.peak_column(0)
+    empty = np.full(len(table), np.nan)
+    cpu = _predicted_load(
+        _running_max(cpu_upper)[:, column] if column >= 0 else empty,
+        table.cpu_capacity, table.cpu_requested, np.zeros(len(table)), 0.0, 0.0, threshold,
+    )  # fmt: skip
+    memory = _predicted_load(
+        _running_max(mem_upper)[:, column] if column >= 0 else empty,
+        table.memory_capacity, table.memory_requested, np.zeros(len(table)), 0.0, 0.0, threshold,
+    )  # fmt: skip
+    overload = _sustained_overload(cpu_upper, mem_upper, threshold, consecutive)
+    overload |= (cpu.infeasible & cpu.fallback) | (memory.infeasible & memory.fallback)
+    score = np.rint(MAX_SCORE * _headroom_term(cpu, memory, threshold)).astype(np.int64)
+    fallback = (cpu.fallback | memory.fallback).tolist()
+    rows = zip(
+        table.nodes, score.tolist(), overload.tolist(), cpu.peak.tolist(), memory.peak.tolist(), fallback, strict=True
+    )
+    stale = table.stale.tolist()
+    return {
+        node: NodeBaseline(node, sc, over, cpu_peak, mem_peak, _baseline_reason(cpu_peak, mem_peak, fb, over))
+        if not stale[i]
+        else NodeBaseline(node, NEUTRAL_SCORE, False, math.nan, math.nan, "stale forecast: neutral score")
+        for i, (node, sc, over, cpu_peak, mem_peak, fb) in enumerate(rows)
+    }
+
+
+def _baseline_reason(cpu_peak: float, mem_peak: float, fallback: bool, overload: bool) -> str:
+    reason = f"cpu peak {cpu_peak:.0%}, memory peak {mem_peak:.0%}"
+    if fallback:
+        reason = "no forecast, requests-based: " + reason
+    return "overload predicted: " + reason if overload else reason
+
+
+def _sustained_overload(cpu_upper: FloatArray, mem_upper: FloatArray, threshold: float, k: int) -> BoolArray:
+    if cpu_upper.shape[1] == 0:
+        return np.zeros(cpu_upper.shape[0], dtype=np.bool_)
+    k = min(max(k, 1), cpu_upper.shape[1])
+    flags: BoolArray = overload_warning(cpu_upper, threshold, k).flags | overload_warning(mem_upper, threshold, k).flags
+    return flags
