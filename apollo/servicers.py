@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -23,6 +24,7 @@ from apollo.v1 import apollo_pb2_grpc as pb_grpc
 from apollo.validation import FieldError, format_errors, sanitize_metrics, validate_message
 
 log = logging.getLogger("apollo.grpc")
+M = TypeVar("M")
 
 
 def _ts(seconds: float) -> Timestamp:
@@ -87,32 +89,27 @@ class InsightServicer(pb_grpc.InsightServiceServicer):
     def StreamWorkloadSignatures(
         self, request_iterator: Iterator[pb.WorkloadSignature], context: grpc.ServicerContext
     ) -> pb.StreamResponse:
-        received = processed = 0
-        last_error = ""
-        for sig in request_iterator:
-            received += 1
-            errors = self._accept_signature(sig)
-            if errors:
-                last_error = format_errors(errors)  # rejected alone; the stream goes on
-            else:
-                processed += 1
-        status = "ok" if processed == received else f"rejected {received - processed}: {last_error}"
-        return pb.StreamResponse(messages_received=received, messages_processed=processed, status=status)
+        return _drain(request_iterator, self._accept_signature)
 
     def StreamClusterInsights(
         self, request_iterator: Iterator[pb.ClusterInsight], context: grpc.ServicerContext
     ) -> pb.StreamResponse:
-        received = processed = 0
-        last_error = ""
-        for insight in request_iterator:
-            received += 1
-            errors = self._accept_insight(insight)
-            if errors:
-                last_error = format_errors(errors)
-            else:
-                processed += 1
-        status = "ok" if processed == received else f"rejected {received - processed}: {last_error}"
-        return pb.StreamResponse(messages_received=received, messages_processed=processed, status=status)
+        return _drain(request_iterator, self._accept_insight)
+
+
+def _drain(messages: Iterator[M], accept: Callable[[M], list[FieldError]]) -> pb.StreamResponse:
+    """Accept a client stream message by message: a bad one is rejected alone, the stream goes on."""
+    received = processed = 0
+    last_error = ""
+    for message in messages:
+        received += 1
+        errors = accept(message)
+        if errors:
+            last_error = format_errors(errors)
+        else:
+            processed += 1
+    status = "ok" if processed == received else f"rejected {received - processed}: {last_error}"
+    return pb.StreamResponse(messages_received=received, messages_processed=processed, status=status)
 
 
 def snapshot_message(
