@@ -222,8 +222,10 @@ def bench_accuracy(quick: bool, seed: int, apollo_ms_per_series: float) -> dict[
     params = _tune(values[:, :train], tr.kinds, quick)
     tune_s = time.perf_counter() - t0
 
-    sf_rows = list(range(0, n, max(1, n // (8 if quick else 40))))
-    mstl_rows = sf_rows[:: max(1, len(sf_rows) // (2 if quick else 8))]
+    # Seeded random sample (a stride would alias with the 4 resources per node and skip kinds).
+    order = np.random.default_rng(seed).permutation(n)
+    sf_rows = sorted(int(i) for i in order[: 8 if quick else 40])
+    mstl_rows = sorted(int(i) for i in order[: 2 if quick else 8])
     sf_stride = 3 if quick else 1
     mstl_stride = 72 if quick else 24
 
