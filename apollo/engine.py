@@ -71,7 +71,7 @@ class Engine:
             params=ForecastParams(alpha=f.alpha, beta=f.beta, phi=f.phi, gamma=min(f.gamma, 1 - f.alpha)),
             horizon=f.horizon_steps,
             quantiles=(round(1 - q, 6), 0.5, q),
-            config=BankConfig(season_length=season, season_buckets=max(2, min(48, season))),
+            config=BankConfig(season_length=season, season_buckets=max(2, min(BankConfig().season_buckets, season))),
             start_tick=int(clock() // f.step_seconds),
         )
         self.resources = tuple(settings.prometheus.queries)
