@@ -10,10 +10,11 @@ import grpc
 import orjson
 import pytest
 
+from common.quantity import parse_quantity
 from extender.app import ExtenderState, create_app
 from extender.config import ExtenderSettings, load_settings
 from extender.placements import Placement
-from extender.podspec import parse_quantity, pod_demand
+from extender.podspec import pod_demand
 from extender.snapshot import NodeEntry, Snapshot
 
 GiB = 2**30
