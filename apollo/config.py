@@ -136,6 +136,15 @@ class PolicyCaps:
 
 
 @dataclass(frozen=True)
+class KubernetesSettings:
+    """Reading nodes and pods (capacity, owners, checkpoint opt-in) for migration decisions."""
+
+    enabled: bool = False
+    # Empty: in-cluster service-account credentials.
+    kubeconfig: str = ""
+
+
+@dataclass(frozen=True)
 class ApolloSettings:
     """Everything the `apollo` process reads at start-up."""
 
@@ -148,6 +157,7 @@ class ApolloSettings:
     forecast: ForecastSettings = field(default_factory=ForecastSettings)
     tuning: TuningSettings = field(default_factory=TuningSettings)
     policy: PolicyCaps = field(default_factory=PolicyCaps)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
 
     def validate(self) -> ApolloSettings:
         for name in ("grpc_address", "http_address"):

@@ -14,15 +14,22 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from apollo.broker import PolicyBroker
 from apollo.config import ApolloSettings
+from apollo.convert import insight_from_wire, policy_namespace, policy_to_wire, signature_from_wire
+from apollo.domain import NodeCapacity, NodeInsight, PodSignature, PolicyOutput
 from apollo.forecast import BankConfig, ForecastParams, ForecastResult, SeriesBank
-from apollo.node_scores import FloatArray, NodeScores, score_nodes
+from apollo.kube_reader import ClusterView, KubeReader
+from apollo.node_scores import NodeScores, score_nodes
+from apollo.outlooks import node_outlooks, workload_outlooks
+from apollo.policy import PolicyEngine, PolicySettings
 from apollo.prometheus_source import PrometheusSource, SourceError
 from apollo.reports import ReportStore
+from apollo.scoring import NodeTable
 
 log = logging.getLogger("apollo.engine")
 
@@ -42,6 +49,10 @@ class EngineView:
     mase: float = math.nan
     coverage: float = math.nan
     index: dict[str, int] = field(default_factory=dict)
+    table: NodeTable | None = None
+    cluster: ClusterView = field(default_factory=ClusterView)
+    insights: dict[str, NodeInsight] = field(default_factory=dict)
+    anomaly_z: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,6 +61,23 @@ class TickStats:
     dropped: int = 0
     duration: float = 0.0
     failures: int = 0
+    decisions: PolicyOutput = field(default_factory=PolicyOutput)
+
+
+def policy_settings(settings: ApolloSettings) -> PolicySettings:
+    """The pure policy's settings from the service configuration (one source for shared thresholds)."""
+    f, p = settings.forecast, settings.policy
+    return PolicySettings(
+        overload_threshold=f.overload_threshold,
+        consecutive_steps=min(f.overload_consecutive_steps, f.horizon_steps),
+        confirm_ticks=p.confirm_ticks,
+        max_migrations_per_node=p.max_migrations_per_node,
+        max_migrations_per_workload=p.max_migrations_per_workload,
+        max_migrations_cluster=p.max_migrations_cluster,
+        workload_cooldown_seconds=p.workload_cooldown_seconds,
+        migration_timeout_seconds=p.migration_timeout_seconds,
+        dry_run=p.dry_run,
+    )
 
 
 class Engine:
@@ -59,42 +87,64 @@ class Engine:
         source: PrometheusSource,
         reports: ReportStore,
         clock: Callable[[], float] = time.time,
+        kube: KubeReader | None = None,
+        broker: PolicyBroker | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
         self.reports = reports
         self.clock = clock
+        self.kube = kube
+        self.broker = broker or PolicyBroker(clock)
         f = settings.forecast
         season = max(1, round(f.season_minutes * 60 / f.step_seconds)) if f.season_minutes else 1
         q = f.decision_quantile
+        self.quantiles = (round(1 - q, 6), 0.5, q)
+        self.bank_config = BankConfig(
+            season_length=season, season_buckets=max(2, min(BankConfig().season_buckets, season))
+        )
         self.bank = SeriesBank(
             params=ForecastParams(alpha=f.alpha, beta=f.beta, phi=f.phi, gamma=min(f.gamma, 1 - f.alpha)),
             horizon=f.horizon_steps,
-            quantiles=(round(1 - q, 6), 0.5, q),
-            config=BankConfig(season_length=season, season_buckets=max(2, min(BankConfig().season_buckets, season))),
+            quantiles=self.quantiles,
+            config=self.bank_config,
             start_tick=int(clock() // f.step_seconds),
         )
+        self.policy = PolicyEngine(policy_settings(settings))
+        # Tuned parameters per resource kind; series that appear later start with them too.
+        self.resource_params: dict[str, ForecastParams] = {}
         self.resources = tuple(settings.prometheus.queries)
         self._generation = 0
         self._last_success = 0.0
         self.stats = TickStats()
         self.view = EngineView(0, clock(), None, None, f.step_seconds, True, "no sample yet", False)
-        self._lock = threading.Lock()
+        # Guards the bank and the policy state: the tick thread, tuning and gRPC feedback share them.
+        self.lock = threading.Lock()
 
-    # ---- capacity from insight agents --------------------------------------------------------
-    def _allocatable(self, nodes: list[str]) -> tuple[FloatArray, FloatArray]:
-        cpu = np.full(len(nodes), np.nan)
-        mem = np.full(len(nodes), np.nan)
-        for i, node in enumerate(nodes):
+    def signature(self, namespace: str, name: str) -> PodSignature | None:
+        sig = self.reports.signature(namespace, name)
+        return signature_from_wire(sig) if sig is not None else None
+
+    def _capacity(
+        self, nodes: list[str], cluster: ClusterView, insights: dict[str, NodeInsight]
+    ) -> dict[str, NodeCapacity]:
+        """Kubernetes' allocatable wins; an insight agent's report fills in where it is unknown."""
+        out = dict(cluster.nodes)
+        for node in nodes:
+            if node in out and out[node].cpu_cores > 0:
+                continue
             insight = self.reports.insight(node)
             if insight is not None and insight.HasField("node_resources"):
                 r = insight.node_resources
-                cpu[i] = r.cpu_allocatable_cores or np.nan
-                mem[i] = float(r.memory_allocatable_bytes) or np.nan
-        return cpu, mem
+                out[node] = NodeCapacity(
+                    max(0.0, r.cpu_allocatable_cores),
+                    float(max(0, r.memory_allocatable_bytes)),
+                    max(0, r.gpu_allocatable),
+                )
+        return out
 
     def run_tick(self) -> EngineView:
-        """One sample + update + forecast + scores; publishes and returns the new view."""
+        """One sample + update + forecast + scores + policies; publishes and returns the new view."""
         t0 = time.perf_counter()
         now = self.clock()
         f = self.settings.forecast
@@ -106,39 +156,69 @@ class Engine:
         if not sample.values:
             return self._age_view(now, "prometheus returned no node series")
         self._last_success = now
+        cluster = ClusterView()
+        if self.kube is not None:
+            try:
+                cluster = self.kube.read(self.signature)
+            except Exception as exc:  # the API server being away must not stop forecasting
+                log.warning("kubernetes read failed; deciding without pods", extra={"error": str(exc)[:300]})
+        insights = {k[0]: insight_from_wire(m) for k, m in self.reports.insights.live().items()}
         keys = sorted(sample.values)
-        with self._lock:
-            self.bank.ensure(keys)
+        with self.lock:
+            added = self.bank.ensure(keys).added
+            for resource, params in self.resource_params.items():
+                fresh = [k for k in added if k[1] == resource]  # type: ignore[index]
+                if fresh:
+                    self.bank.set_params(params, keys=fresh)
             values = np.full(len(self.bank), np.nan)
             values[self.bank.positions(keys)] = [sample.values[k] for k in keys]
             tick = int(now // f.step_seconds)
             # Keyed to the clock so missed ticks become gaps; a second sample within one step
             # (a manual tick) simply advances by one.
-            self.bank.update(values, tick=tick if tick >= self.bank.tick else None)
+            step = self.bank.update(values, tick=tick if tick >= self.bank.tick else None)
             fc = self.bank.forecast()
             acc = self.bank.accuracy()
+        fc_keys = [(str(k[0]), str(k[1])) for k in fc.keys]  # type: ignore[index]
+        reactive = bool(acc.series_scored and acc.mase > f.reactive_mase_above)
         upper = fc.quantile(f.decision_quantile)
-        nodes = sorted({str(k[0]) for k in fc.keys})  # type: ignore[index]
+        mean, lower = fc.mean, fc.lower
+        if reactive:
+            # Forecasts are not trusted: decide on the latest observation held flat over the horizon.
+            latest = np.array([sample.values.get(k, np.nan) for k in fc_keys])
+            mean = lower = upper = np.repeat(latest[:, None], fc.mean.shape[1], axis=1)
+        anomaly_z: dict[str, float] = {}
+        for i, (node, _res) in enumerate(fc_keys):
+            z = abs(float(step.zscore[i])) if np.isfinite(step.zscore[i]) else 0.0
+            anomaly_z[node] = max(anomaly_z.get(node, 0.0), z)
+        nodes = sorted({k[0] for k in fc_keys})
         index = {n: i for i, n in enumerate(nodes)}
+        capacity = self._capacity(nodes, cluster, insights)
+        outlooks = node_outlooks(
+            fc_keys, mean, lower, upper, capacity, cluster.pods, anomaly_z, cluster.node_labels,
+            f.step_seconds, self.bank_config.anomaly_z,
+        )  # fmt: skip
+        table = NodeTable.build(outlooks, insights)
         h = fc.mean.shape[1]
         per_resource = {r: np.full((len(nodes), h), np.nan) for r in ("cpu", "memory")}
-        reactive = bool(acc.series_scored and acc.mase > f.reactive_mase_above)
-        for row, key in enumerate(fc.keys):
-            node, resource = str(key[0]), str(key[1])  # type: ignore[index]
+        for row, (node, resource) in enumerate(fc_keys):
             if resource in per_resource:
-                per_resource[resource][index[node]] = (
-                    sample.values.get((node, resource), np.nan) if reactive else upper[row]
-                )
-        cpu_alloc, mem_alloc = self._allocatable(nodes)
+                per_resource[resource][index[node]] = upper[row]
         scores = score_nodes(
             nodes,
             np.clip(per_resource["cpu"], 0, None),
             np.clip(per_resource["memory"], 0, None),
-            cpu_alloc,
-            mem_alloc,
+            np.array([capacity[n].cpu_cores if n in capacity and capacity[n].cpu_cores > 0 else np.nan for n in nodes]),
+            np.array(
+                [capacity[n].memory_bytes if n in capacity and capacity[n].memory_bytes > 0 else np.nan for n in nodes]
+            ),
             f.overload_threshold,
             min(f.overload_consecutive_steps, h),
         )
+        with self.lock:
+            decisions = self.policy.evaluate(
+                now, table, cluster.pods, insights, (), workload_outlooks(outlooks, cluster.pods)
+            )
+        self._publish(decisions)
         self._generation += 1
         view = EngineView(
             generation=self._generation,
@@ -152,12 +232,42 @@ class Engine:
             mase=acc.mase,
             coverage=acc.coverage,
             index=index,
+            table=table,
+            cluster=cluster,
+            insights=insights,
+            anomaly_z=anomaly_z,
         )
         if reactive != self.view.reactive:
             log.warning("forecast mode changed", extra={"reactive": reactive, "mase": acc.mase})
         self.view = view
-        self.stats = TickStats(len(fc.keys), sample.dropped, time.perf_counter() - t0, self.stats.failures)
+        self.stats = TickStats(len(fc.keys), sample.dropped, time.perf_counter() - t0, self.stats.failures, decisions)
         return view
+
+    def set_resource_params(self, resource: str, params: ForecastParams) -> None:
+        with self.lock:
+            keys = [k for k in self.bank.keys if isinstance(k, tuple) and k[1] == resource]
+            self.bank.set_params(params, keys=keys)
+            self.resource_params[resource] = params
+
+    def _publish(self, output: PolicyOutput) -> None:
+        for decision in output.decisions:
+            if decision.dry_run:
+                log.info(
+                    "dry-run decision (not published)",
+                    extra={"action": decision.action.name, "reason": decision.reason, "id": decision.request_id},
+                )
+                continue
+            if self.broker.publish(policy_to_wire(decision), policy_namespace(decision)):
+                log.info(
+                    "policy published",
+                    extra={"action": decision.action.name, "reason": decision.reason, "id": decision.request_id},
+                )
+
+    def record_result(self, request_id: str, success: bool) -> bool:
+        """ExecutionResult feedback: frees caps and starts cool-downs; the policy is never resent."""
+        self.broker.ack(request_id)
+        with self.lock:
+            return self.policy.record_result(request_id, success, self.clock())
 
     def _age_view(self, now: float, reason: str) -> EngineView:
         """No new data: keep the last view until it is too old, then mark it stale (fail-open)."""
@@ -166,10 +276,7 @@ class Engine:
         if too_old and not old.stale:
             log.warning("engine data stale; serving neutral scores", extra={"reason": reason})
             self._generation += 1
-            self.view = EngineView(
-                self._generation, old.created_at, old.scores, old.forecast, old.step_seconds, True, reason,
-                old.reactive, old.mase, old.coverage, old.index,
-            )  # fmt: skip
+            self.view = replace(old, generation=self._generation, stale=True, stale_reason=reason)
         elif not too_old:
             log.info("tick without new data; keeping last view", extra={"reason": reason})
         return self.view

@@ -17,14 +17,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from apollo.config import ApolloSettings
 from apollo.engine import Engine
+from apollo.forecast_servicer import ForecastServicer
+from apollo.kube_reader import KubeReader
 from apollo.metrics import ApolloMetrics
+from apollo.orchestration_servicer import OrchestrationServicer
 from apollo.prometheus_source import PrometheusSource
 from apollo.reports import ReportStore
 from apollo.servicers import InsightServicer, SchedulingServicer
+from apollo.tuning_job import TuningJob
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
 
 log = logging.getLogger("apollo.server")
-_SERVICES = ("apollo.InsightService", "apollo.SchedulingPolicyService")
+_SERVICES = (
+    "apollo.InsightService",
+    "apollo.SchedulingPolicyService",
+    "apollo.OrchestrationPolicyService",
+    "apollo.ForecastService",
+)
 
 
 @dataclass
@@ -39,6 +48,7 @@ class Apollo:
     http_server: ThreadingHTTPServer
     http_port: int
     health: health.HealthServicer
+    tuning: TuningJob
     _stop: threading.Event
     _threads: list[threading.Thread]
 
@@ -121,14 +131,30 @@ def _split(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _kube_reader(settings: ApolloSettings) -> KubeReader | None:
+    if not settings.kubernetes.enabled:
+        return None
+    from kubernetes import client, config
+
+    if settings.kubernetes.kubeconfig:
+        api = config.new_client_from_config(config_file=settings.kubernetes.kubeconfig)  # type: ignore[no-untyped-call]
+    else:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        api = client.ApiClient()
+    return KubeReader(client.CoreV1Api(api), settings.policy.checkpoint_label)
+
+
 def serve(settings: ApolloSettings, source: PrometheusSource | None = None, start_ticks: bool = True) -> Apollo:
     """Start everything and return at once; the first tick runs in the background."""
     metrics = ApolloMetrics.create()
     reports = ReportStore(settings.report_ttl_seconds)
-    engine = Engine(settings, source or PrometheusSource(settings.prometheus), reports)
+    engine = Engine(settings, source or PrometheusSource(settings.prometheus), reports, kube=_kube_reader(settings))
+    tuning = TuningJob(engine)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_InsightServiceServicer_to_server(InsightServicer(reports, metrics), server)
     pb_grpc.add_SchedulingPolicyServiceServicer_to_server(SchedulingServicer(engine, metrics), server)
+    pb_grpc.add_OrchestrationPolicyServiceServicer_to_server(OrchestrationServicer(engine, metrics), server)
+    pb_grpc.add_ForecastServiceServicer_to_server(ForecastServicer(engine), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *_SERVICES):
@@ -146,9 +172,21 @@ def serve(settings: ApolloSettings, source: PrometheusSource | None = None, star
                 target=_tick_loop, args=(engine, metrics, stop, health_servicer), name="apollo-tick", daemon=True
             )
         )
+        if settings.tuning.enabled:
+            threads.append(threading.Thread(target=tuning.run_forever, args=(stop,), name="apollo-tuning", daemon=True))
     for t in threads:
         t.start()
     log.info("apollo serving", extra={"grpc_port": grpc_port, "http_port": http.server_address[1]})
     return Apollo(
-        settings, engine, metrics, server, grpc_port, http, int(http.server_address[1]), health_servicer, stop, threads
+        settings,
+        engine,
+        metrics,
+        server,
+        grpc_port,
+        http,
+        int(http.server_address[1]),
+        health_servicer,
+        tuning,
+        stop,
+        threads,
     )

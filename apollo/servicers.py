@@ -16,9 +16,11 @@ from typing import TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from apollo.domain import PodDemand
 from apollo.engine import Engine, EngineView
 from apollo.metrics import ApolloMetrics
 from apollo.reports import ReportStore
+from apollo.scoring import score_pod
 from apollo.v1 import apollo_pb2 as pb
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
 from apollo.validation import FieldError, format_errors, sanitize_metrics, validate_message
@@ -170,42 +172,57 @@ class SchedulingServicer(pb_grpc.SchedulingPolicyServiceServicer):
     def GetSchedulingPolicy(
         self, request: pb.SchedulingPolicyRequest, context: grpc.ServicerContext
     ) -> pb.SchedulingPolicy:
+        """Per-pod scores 0-100 with reasons, from the risk-aware scoring over the pod's horizon."""
         errors = validate_message(request)
         if errors:
             _abort_invalid(context, errors)
         view = self.engine.view
+        settings = self.engine.settings.forecast
+        now = self.engine.clock()
         policy = pb.SchedulingPolicy(
             request_id=uuid.uuid4().hex,
             pod_name=request.pod_name,
             pod_namespace=request.pod_namespace,
             decision=pb.SCHEDULING_DECISION_PREFER,
-            created_at=_ts(self.engine.clock()),
-            expires_at=_ts(self.engine.clock() + self.engine.settings.forecast.step_seconds),
+            created_at=_ts(now),
+            expires_at=_ts(now + settings.step_seconds),
         )
         policy.resource_requirements.cpu_cores = request.cpu_request_cores
         policy.resource_requirements.memory_bytes = request.memory_request_bytes
         policy.resource_requirements.gpu_count = request.gpu_request
-        s = view.scores
-        if s is None or view.stale:
+        table = view.table
+        if table is None or view.stale:
             policy.decision = pb.SCHEDULING_DECISION_ALLOW
             policy.reason = "no fresh forecast: neutral scores" + (
                 f" ({view.stale_reason})" if view.stale_reason else ""
             )
+            for node in request.candidate_nodes:
+                policy.node_preferences.add(node_name=node, score=50, reason="neutral: no fresh forecast")
             return policy
-        wanted = list(request.candidate_nodes) or s.nodes
-        for node in wanted:
-            i = view.index.get(node)
-            if i is None:
+        horizon_min = request.horizon_minutes or settings.horizon_minutes
+        demand = PodDemand(
+            namespace=request.pod_namespace,
+            name=request.pod_name,
+            cpu_cores=max(0.0, request.cpu_request_cores),
+            memory_bytes=float(max(0, request.memory_request_bytes)),
+            gpus=max(0, request.gpu_request),
+            horizon_steps=max(1, min(table.horizon, math.ceil(horizon_min * 60 / settings.step_seconds))),
+            labels=dict(request.pod_labels),
+            annotations=dict(request.pod_annotations),
+            signature=self.engine.signature(request.pod_namespace, request.pod_name),
+        )
+        scores = score_pod(demand, table, threshold=settings.overload_threshold)
+        for node in list(request.candidate_nodes) or list(table.nodes):
+            result = scores.result_for(node)
+            if result is None:
                 policy.node_preferences.add(node_name=node, score=50, reason="unknown to APOLLO: neutral")
                 continue
-            score = int(s.score[i])
-            reason = s.reasons[i]
-            cpu_room = s.cpu_headroom_cores[i]
-            if request.cpu_request_cores and math.isfinite(cpu_room) and request.cpu_request_cores > cpu_room:
-                score = min(score, 10)
-                reason = f"pod CPU {request.cpu_request_cores:.2f} > predicted headroom {cpu_room:.2f}; {reason}"
-            policy.node_preferences.add(node_name=node, score=score, reason=reason)
-        policy.reason = f"risk-aware predicted headroom over {self.engine.settings.forecast.horizon_minutes} min"
+            policy.node_preferences.add(
+                node_name=node, score=result.score, reason=result.reason, infeasible=not result.feasible
+            )
+        if demand.signature is not None and demand.signature.io_heavy:
+            policy.storage_requirements.expected_io_pattern = pb.IOPattern.Value(demand.signature.io_pattern)
+        policy.reason = f"risk-aware predicted headroom over {horizon_min} min, fit from insights"
         return policy
 
     def ReportSchedulingResult(self, request: pb.SchedulingResult, context: grpc.ServicerContext) -> pb.ReportResponse:

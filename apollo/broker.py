@@ -1,0 +1,117 @@
+"""Fan-out of orchestration policies to SubscribePolicies streams, at least once, never after an ack.
+
+A policy stays pending until an ExecutionResult acknowledges its request_id or its deadline
+passes. A subscriber that (re)connects first receives the pending policies that match its filters,
+then new ones; acknowledged policies are never sent again, so an orchestrator that restarts does
+not execute twice what it already reported, and one that crashed before reporting gets it again.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from apollo.v1 import apollo_pb2 as pb
+
+
+@dataclass(frozen=True)
+class _Entry:
+    policy: pb.OrchestrationPolicy
+    namespace: str
+    expires_at: float
+
+
+@dataclass
+class Subscription:
+    subscriber_id: str
+    actions: frozenset[int]
+    namespaces: frozenset[str]
+    queue: queue.Queue[pb.OrchestrationPolicy] = field(default_factory=lambda: queue.Queue(maxsize=10_000))
+    dropped: int = 0
+
+    def wants(self, entry: _Entry) -> bool:
+        return (not self.actions or entry.policy.action in self.actions) and (
+            not self.namespaces or entry.namespace in self.namespaces
+        )
+
+    def offer(self, policy: pb.OrchestrationPolicy) -> None:
+        try:
+            self.queue.put_nowait(policy)
+        except queue.Full:
+            # A subscriber that does not drain is not allowed to grow memory; it gets the policy
+            # again from the pending set when it reconnects.
+            self.dropped += 1
+
+    def stream(self, active: Callable[[], bool], poll: float = 0.5) -> Iterator[pb.OrchestrationPolicy]:
+        while active():
+            try:
+                yield self.queue.get(timeout=poll)
+            except queue.Empty:
+                continue
+
+
+class PolicyBroker:
+    def __init__(self, clock: Callable[[], float] = time.time, max_pending: int = 10_000) -> None:
+        self._clock = clock
+        self._max = max_pending
+        self._pending: OrderedDict[str, _Entry] = OrderedDict()
+        self._acked: OrderedDict[str, float] = OrderedDict()
+        self._subs: dict[int, Subscription] = {}
+        self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        for rid in [r for r, e in self._pending.items() if e.expires_at < now]:
+            del self._pending[rid]
+        while len(self._acked) > 4 * self._max:
+            self._acked.popitem(last=False)
+
+    def publish(self, policy: pb.OrchestrationPolicy, namespace: str) -> bool:
+        """Queue a policy for every matching subscriber; a repeat of a known request_id is ignored."""
+        now = self._clock()
+        deadline = policy.deadline.seconds + policy.deadline.nanos / 1e9 if policy.HasField("deadline") else now + 600
+        with self._lock:
+            self._expire(now)
+            rid = policy.request_id
+            if rid in self._pending or rid in self._acked:
+                return False
+            entry = _Entry(policy, namespace, deadline)
+            self._pending[rid] = entry
+            while len(self._pending) > self._max:
+                self._pending.popitem(last=False)
+            subscribers = list(self._subs.values())
+        for sub in subscribers:
+            if sub.wants(entry):
+                sub.offer(policy)
+        return True
+
+    def ack(self, request_id: str) -> bool:
+        """ExecutionResult arrived: never send this policy again. False if it was not pending."""
+        with self._lock:
+            self._acked[request_id] = self._clock()
+            return self._pending.pop(request_id, None) is not None
+
+    def subscribe(self, subscriber_id: str, actions: frozenset[int], namespaces: frozenset[str]) -> Subscription:
+        sub = Subscription(subscriber_id, actions, namespaces)
+        with self._lock:
+            self._expire(self._clock())
+            for entry in self._pending.values():
+                if sub.wants(entry):
+                    sub.offer(entry.policy)
+            self._subs[id(sub)] = sub
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs.pop(id(sub), None)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)

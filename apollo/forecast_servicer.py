@@ -1,0 +1,136 @@
+"""ForecastService: the forecast behind every decision, per node and for the cluster."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import grpc
+import numpy as np
+
+from apollo.convert import timestamp
+from apollo.engine import Engine, EngineView
+from apollo.v1 import apollo_pb2 as pb
+from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apollo.validation import format_errors, validate_message
+
+MODEL_TYPE = "ets-damped-holt-winters (vectorised, empirical intervals)"
+_FIELDS = {"cpu": "cpu_usage", "memory": "memory_usage", "disk_io": "io_usage", "network": "network_usage"}
+
+
+def model_accuracy(mase: float) -> float:
+    """1 / (1 + MASE): 1 is perfect, 0.5 is as good as seasonal naive, 0 when unknown."""
+    return 1.0 / (1.0 + mase) if math.isfinite(mase) and mase >= 0 else 0.0
+
+
+def node_prediction(
+    engine: Engine, view: EngineView, node: str, horizon_minutes: int, confidence: float
+) -> pb.ResourcePrediction | None:
+    fc = view.forecast
+    if fc is None:
+        return None
+    rows = {str(k[1]): i for i, k in enumerate(fc.keys) if str(k[0]) == node}  # type: ignore[index]
+    if not rows:
+        return None
+    step = view.step_seconds
+    h = min(fc.mean.shape[1], max(1, math.ceil(horizon_minutes * 60 / step)))
+    # The bank keeps fixed quantiles; the central interval closest to the one asked for is served and
+    # its real level reported in confidence_level.
+    levels = fc.quantiles
+    widths = [(levels[-1 - i] - levels[i], i) for i in range(len(levels) // 2)]
+    width, lo_i = min(widths, key=lambda w: abs(w[0] - confidence))
+    start = view.created_at
+    pred = pb.ResourcePrediction(
+        node_name=node,
+        prediction_id=uuid.uuid4().hex,
+        prediction_start=timestamp(start),
+        prediction_end=timestamp(start + h * step),
+        prediction_horizon_minutes=math.ceil(h * step / 60),
+        confidence_level=round(width, 6),
+        model_type=MODEL_TYPE + (" [reactive]" if view.reactive else ""),
+        model_accuracy=model_accuracy(view.mase),
+        created_at=timestamp(view.created_at),
+    )
+    z = view.anomaly_z.get(node, 0.0)
+    pred.anomaly_score = z
+    pred.anomaly_detected = z >= engine.bank_config.anomaly_z
+    if pred.anomaly_detected:
+        pred.anomaly_type = "residual-outlier"
+    for j in range(h):
+        t = timestamp(start + (j + 1) * step)
+        entries = (pred.predicted_usage.add(), pred.upper_bound.add(), pred.lower_bound.add())
+        sources = (fc.mean, fc.values[:, -1 - lo_i, :], fc.values[:, lo_i, :])
+        for entry, src in zip(entries, sources, strict=True):
+            entry.timestamp.CopyFrom(t)
+            for res, fieldname in _FIELDS.items():
+                if res in rows:
+                    value = float(src[rows[res], j])
+                    setattr(entry, fieldname, value if np.isfinite(value) else 0.0)
+    if view.scores is not None and node in view.index and bool(view.scores.overload[view.index[node]]):
+        pred.recommendations.add(
+            recommendation_type="migrate",
+            description=view.scores.reasons[view.index[node]],
+            priority=pb.POLICY_PRIORITY_HIGH,
+            recommended_action_time=timestamp(view.created_at),
+        )
+    return pred
+
+
+class ForecastServicer(pb_grpc.ForecastServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _defaults(self, horizon: int, confidence: float) -> tuple[int, float]:
+        f = self.engine.settings.forecast
+        return horizon or f.horizon_minutes, confidence or (2 * f.decision_quantile - 1)
+
+    def GetResourcePrediction(
+        self, request: pb.PredictionRequest, context: grpc.ServicerContext
+    ) -> pb.ResourcePrediction:
+        errors = validate_message(request)
+        if errors:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, format_errors(errors))
+        horizon, confidence = self._defaults(request.horizon_minutes, request.confidence_level)
+        pred = node_prediction(self.engine, self.engine.view, request.node_name, horizon, confidence)
+        if pred is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no forecast for node {request.node_name!r}")
+        assert pred is not None
+        return pred
+
+    def GetClusterPrediction(
+        self, request: pb.ClusterPredictionRequest, context: grpc.ServicerContext
+    ) -> pb.ClusterPrediction:
+        errors = validate_message(request)
+        if errors:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, format_errors(errors))
+        horizon, confidence = self._defaults(request.horizon_minutes, request.confidence_level)
+        view = self.engine.view
+        nodes = list(request.node_filters) or list(view.index)
+        reply = pb.ClusterPrediction(created_at=timestamp(view.created_at))
+        for node in nodes:
+            pred = node_prediction(self.engine, view, node, horizon, confidence)
+            if pred is not None:
+                reply.node_predictions.append(pred)
+        if reply.node_predictions:
+            agg = reply.aggregated_prediction
+            first = reply.node_predictions[0]
+            agg.node_name = "cluster"
+            agg.prediction_id = uuid.uuid4().hex
+            agg.prediction_start.CopyFrom(first.prediction_start)
+            agg.prediction_end.CopyFrom(first.prediction_end)
+            agg.prediction_horizon_minutes = first.prediction_horizon_minutes
+            agg.confidence_level = first.confidence_level
+            agg.model_type = first.model_type
+            agg.model_accuracy = first.model_accuracy
+            agg.created_at.CopyFrom(first.created_at)
+            agg.anomaly_detected = any(p.anomaly_detected for p in reply.node_predictions)
+            # Mean utilisation across nodes per step (a cluster-wide fraction, not a sum of fractions).
+            for series in ("predicted_usage", "upper_bound", "lower_bound"):
+                steps = len(getattr(first, series))
+                for j in range(steps):
+                    out = getattr(agg, series).add()
+                    out.timestamp.CopyFrom(getattr(first, series)[j].timestamp)
+                    for fieldname in _FIELDS.values():
+                        vals = [getattr(getattr(p, series)[j], fieldname) for p in reply.node_predictions]
+                        setattr(out, fieldname, float(np.mean(vals)))
+        return reply
