@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 
-from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings
+from apollo.config import ApolloSettings, ForecastSettings, PolicyCaps, PrometheusSettings
+from apollo.domain import NodeCapacity, RunningPod
+from apollo.kube_reader import ClusterView
 from apollo.prometheus_source import PrometheusSource
 from apollo.server import Apollo, serve
 from apollo.v1 import apollo_pb2 as pb
@@ -43,6 +46,7 @@ def apollo() -> Iterator[tuple[Apollo, ScriptedProm, grpc.Channel]]:
             url="http://127.0.0.1:1", queries={"cpu": "q:cpu", "memory": "q:memory"}, stale_after_seconds=0.5
         ),
         forecast=ForecastSettings(step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3),
+        policy=PolicyCaps(confirm_ticks=2),
     ).validate()
     prom = ScriptedProm()
     running = serve(settings, PrometheusSource(settings.prometheus, prom), start_ticks=False)
@@ -79,10 +83,16 @@ def test_snapshot_ranks_idle_above_busy_and_flags_overload(apollo: tuple[Apollo,
     same = stub.GetNodeScoreSnapshot(pb.NodeScoreSnapshotRequest(known_generation=snap.generation))
     assert same.not_modified and not same.nodes
     policy = stub.GetSchedulingPolicy(
-        pb.SchedulingPolicyRequest(pod_name="p", pod_namespace="ns", cpu_request_cores=1, candidate_nodes=["idle", "x"])
+        pb.SchedulingPolicyRequest(
+            pod_name="p", pod_namespace="ns", cpu_request_cores=1, candidate_nodes=["idle", "busy", "hot", "x"]
+        )
     )
     prefs = {p.node_name: p for p in policy.node_preferences}
-    assert prefs["idle"].score == scores["idle"].score and prefs["x"].score == 50
+    # The pod's own use lowers every score a little; the order and the verdicts stay.
+    assert prefs["idle"].score > prefs["busy"].score > prefs["hot"].score
+    assert prefs["idle"].score <= scores["idle"].score
+    assert prefs["hot"].infeasible and "with pod" in prefs["idle"].reason
+    assert not prefs["idle"].infeasible and prefs["x"].score == 50 and not prefs["x"].infeasible
 
 
 def test_prometheus_outage_turns_snapshot_stale_and_neutral(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
@@ -142,3 +152,103 @@ def test_http_health_and_metrics(apollo: tuple[Apollo, ScriptedProm, grpc.Channe
     assert body["stale"] is True and body["stale_reason"] == "no sample yet"
     with urllib.request.urlopen(f"http://127.0.0.1:{running.http_port}/metrics", timeout=5) as r:
         assert b"apollo_tick_seconds" in r.read()
+
+
+class FakeKube:
+    """Stands in for the Kubernetes reader: a fixed cluster view."""
+
+    def __init__(self, view: ClusterView) -> None:
+        self.view = view
+
+    def read(self, signature_of: Any) -> ClusterView:
+        return self.view
+
+
+def _hot_cluster(running: Apollo, prom: ScriptedProm) -> None:
+    prom.values = {"cpu": {"idle": 0.1, "hot": 0.97}, "memory": {"idle": 0.2, "hot": 0.5}}
+    pods = (
+        RunningPod("ml", "trainer", "hot", "Deployment", "trainer", cpu_request_cores=6.0, checkpointed=True),
+        RunningPod("ml", "web", "hot", "Deployment", "web", cpu_request_cores=1.0),
+    )
+    cap = {n: NodeCapacity(16.0, 64 * 2**30) for n in ("idle", "hot")}
+    running.engine.kube = FakeKube(ClusterView(cap, {}, pods))  # type: ignore[assignment]
+
+
+def test_migration_policy_stream_ack_and_reconnect(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
+    running, prom, channel = apollo
+    _hot_cluster(running, prom)
+    stub = pb_grpc.OrchestrationPolicyServiceStub(channel)
+    received: list[pb.OrchestrationPolicy] = []
+    stream: Any = stub.SubscribePolicies(
+        pb.PolicySubscription(
+            subscriber_id="orch", namespace_filters=["ml"], action_filters=[pb.ORCHESTRATION_ACTION_MIGRATE]
+        )
+    )
+    reader = threading.Thread(target=lambda: received.extend([next(stream)]), daemon=True)
+    reader.start()
+    for _ in range(6):
+        running.engine.run_tick()
+    reader.join(timeout=10)
+    stream.cancel()
+    assert received, "no policy on the stream"
+    policy = received[0]
+    assert policy.action == pb.ORCHESTRATION_ACTION_MIGRATE and policy.WhichOneof("target") == "migration"
+    assert (policy.migration.pod_name, policy.migration.source_node, policy.migration.target_node) == (
+        "trainer",
+        "hot",
+        "idle",
+    )  # the checkpointed pod, to the node with headroom
+    assert policy.contributing_factors and "hot" in policy.reason
+    # Not acknowledged yet: a reconnecting subscriber gets it again.
+    again: Any = stub.SubscribePolicies(
+        pb.PolicySubscription(subscriber_id="orch", action_filters=[pb.ORCHESTRATION_ACTION_MIGRATE])
+    )
+    assert next(again).request_id == policy.request_id
+    again.cancel()
+    ack = stub.ReportExecutionResult(
+        pb.ExecutionResult(request_id=policy.request_id, action=policy.action, success=True, execution_duration_ms=900)
+    )
+    assert ack.success and ack.message == "recorded"
+    replay = running.engine.broker.subscribe("orch", frozenset({pb.ORCHESTRATION_ACTION_MIGRATE}), frozenset())
+    assert replay.queue.empty()  # acknowledged: never sent again
+    unknown = stub.ReportExecutionResult(pb.ExecutionResult(request_id="nope", success=False))
+    assert "not in flight" in unknown.message
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ReportExecutionResult(pb.ExecutionResult())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in (err.value.details() or "")
+
+
+def test_on_demand_migration_advice(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
+    running, prom, channel = apollo
+    _hot_cluster(running, prom)
+    for _ in range(6):  # intervals are wide (conservative) on a short history
+        running.engine.run_tick()
+    stub = pb_grpc.OrchestrationPolicyServiceStub(channel)
+    advice = stub.GetOrchestrationPolicy(pb.OrchestrationPolicyRequest(pod_name="web", pod_namespace="ml"))
+    assert advice.migration.target_node == "idle" and advice.migration.source_node == "hot"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetOrchestrationPolicy(pb.OrchestrationPolicyRequest(pod_name="ghost", pod_namespace="ml"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_forecast_service(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
+    running, prom, channel = apollo
+    prom.values = {"cpu": {"a": 0.4, "b": 0.6}, "memory": {"a": 0.3, "b": 0.5}}
+    for _ in range(5):
+        running.engine.run_tick()
+    stub = pb_grpc.ForecastServiceStub(channel)
+    pred = stub.GetResourcePrediction(pb.PredictionRequest(node_name="a", horizon_minutes=1, confidence_level=0.9))
+    assert len(pred.predicted_usage) == 60 and len(pred.upper_bound) == 60
+    for lo, mid, hi in zip(pred.lower_bound, pred.predicted_usage, pred.upper_bound, strict=True):
+        assert lo.cpu_usage <= mid.cpu_usage <= hi.cpu_usage
+    assert abs(pred.predicted_usage[0].cpu_usage - 0.4) < 0.1 and 0 < pred.confidence_level < 1
+    assert 0 < pred.model_accuracy <= 1 or pred.model_accuracy == 0
+    cluster = stub.GetClusterPrediction(pb.ClusterPredictionRequest())
+    assert {p.node_name for p in cluster.node_predictions} == {"a", "b"}
+    assert abs(cluster.aggregated_prediction.predicted_usage[0].cpu_usage - 0.5) < 0.1
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetResourcePrediction(pb.PredictionRequest(node_name="zz"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetResourcePrediction(pb.PredictionRequest(node_name="a", horizon_minutes=5000))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "horizon_minutes" in (err.value.details() or "")
