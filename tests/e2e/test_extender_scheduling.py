@@ -10,10 +10,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -25,36 +23,9 @@ from apollo.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ExtenderConfig, ScrapeTarget
 from apolloctl.cluster.process import free_port
 from tests.conftest import ClusterHandle
-from tests.helpers import wait_for
+from tests.helpers import NodeExporter, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-class NodeExporter:
-    """Serves per-node utilisation gauges that the test sets, labelled with the Kubernetes node name."""
-
-    def __init__(self) -> None:
-        self.cpu: dict[str, float] = {}
-        self.memory: dict[str, float] = {}
-        exporter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                lines = ["# TYPE apollo_test_node_cpu gauge", "# TYPE apollo_test_node_memory gauge"]
-                lines += [f'apollo_test_node_cpu{{node="{n}"}} {v}' for n, v in exporter.cpu.items()]
-                lines += [f'apollo_test_node_memory{{node="{n}"}} {v}' for n, v in exporter.memory.items()]
-                body = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
 
 
 @pytest.fixture

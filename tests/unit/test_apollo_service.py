@@ -252,3 +252,25 @@ def test_forecast_service(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> 
     with pytest.raises(grpc.RpcError) as err:
         stub.GetResourcePrediction(pb.PredictionRequest(node_name="a", horizon_minutes=5000))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "horizon_minutes" in (err.value.details() or "")
+
+
+def test_cluster_insight_stream_and_scheduling_result(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
+    running, _, channel = apollo
+    insights = [
+        pb.ClusterInsight(node_name="a", node_resources=pb.NodeResources(cpu_allocatable_cores=8)),
+        pb.ClusterInsight(node_name="b", node_resources=pb.NodeResources(cpu_allocatable_cores=-1)),
+        pb.ClusterInsight(),
+    ]
+    reply = pb_grpc.InsightServiceStub(channel).StreamClusterInsights(iter(insights))
+    assert (reply.messages_received, reply.messages_processed) == (3, 1)
+    assert running.engine.reports.insight("a") is not None and running.engine.reports.insight("b") is None
+    sched = pb_grpc.SchedulingPolicyServiceStub(channel)
+    ok = sched.ReportSchedulingResult(
+        pb.SchedulingResult(
+            pod_name="p", pod_namespace="ns", scheduled_node="a", success=True, scheduling_duration_ms=5
+        )
+    )
+    assert ok.success
+    with pytest.raises(grpc.RpcError) as err:
+        sched.ReportSchedulingResult(pb.SchedulingResult(pod_namespace="ns", scheduling_duration_ms=-1))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

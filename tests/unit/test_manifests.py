@@ -34,3 +34,16 @@ def test_scheduler_config_is_safe_by_default() -> None:
 def test_extender_rbac_is_read_only_on_pods() -> None:
     role = next(d for d in _docs(ROOT / "extender" / "extender.yaml") if d["kind"] == "ClusterRole")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+
+
+def test_apollo_rbac_is_list_only_and_config_loads(tmp_path: Path) -> None:
+    from apollo.config import load_settings
+
+    docs = _docs(ROOT / "apollo" / "apollo.yaml")
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list"]}]
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    path = tmp_path / "apollo.yaml"
+    path.write_text(cm["data"]["apollo.yaml"])
+    settings = load_settings(path, environ={})
+    assert settings.kubernetes.enabled and settings.policy.dry_run

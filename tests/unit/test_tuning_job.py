@@ -1,0 +1,69 @@
+"""Scheduled tuning fetches history with query_range and adopts better parameters into the live bank."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+
+from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings, TuningSettings
+from apollo.engine import Engine
+from apollo.prometheus_source import PrometheusSource
+from apollo.reports import ReportStore
+from apollo.tuning_job import TuningJob
+
+
+class HistoryProm:
+    """query_range answers from a seeded random walk with level shifts: slow smoothing fits it badly."""
+
+    def __init__(self, n_nodes: int, fail: bool = False) -> None:
+        self.n_nodes = n_nodes
+        self.fail = fail
+
+    def custom_query(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return [{"metric": {"node": f"n{i}"}, "value": [0, "0.5"]} for i in range(self.n_nodes)]
+
+    def custom_query_range(
+        self, query: str, start_time: dt.datetime, end_time: dt.datetime, step: str, params: Any = None
+    ) -> list[dict[str, Any]]:
+        if self.fail:
+            raise ConnectionError("refused")
+        rng = np.random.default_rng(1)
+        step_s = float(step.rstrip("s"))
+        t0 = start_time.timestamp()
+        n = int((end_time.timestamp() - t0) // step_s) + 1
+        out = []
+        for i in range(self.n_nodes):
+            walk = 0.5 + np.cumsum(rng.normal(0, 0.02, n))
+            walk[n // 2 :] += 0.2  # a level shift the model must follow
+            vals = np.clip(walk + rng.normal(0, 0.005, n), 0, 1)
+            out.append({"metric": {"node": f"n{i}"}, "values": [[t0 + j * step_s, str(v)] for j, v in enumerate(vals)]})
+        return out
+
+
+def _engine(prom: HistoryProm) -> Engine:
+    settings = ApolloSettings(
+        prometheus=PrometheusSettings(url="http://127.0.0.1:1", queries={"cpu": "cpu"}),
+        forecast=ForecastSettings(step_seconds=60.0, horizon_minutes=5, season_minutes=0, alpha=0.02, beta=0.01),
+        tuning=TuningSettings(lookback_hours=10.0),
+    ).validate()
+    return Engine(settings, PrometheusSource(settings.prometheus, prom), ReportStore(60))
+
+
+def test_tuning_adopts_better_parameters_into_the_bank() -> None:
+    engine = _engine(HistoryProm(8))
+    engine.run_tick()
+    results = TuningJob(engine).run_once(engine.clock())
+    result = results["cpu"]
+    assert result.adopted, result.reason
+    assert result.best_score < result.current_score
+    assert result.params.alpha > 0.02
+    assert engine.resource_params["cpu"] == result.params
+
+
+def test_tuning_keeps_parameters_when_history_is_unavailable() -> None:
+    engine = _engine(HistoryProm(4, fail=True))
+    job = TuningJob(engine)
+    assert job.run_once(engine.clock()) == {}
+    assert "refused" in job.last_error and engine.resource_params == {}
