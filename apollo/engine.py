@@ -111,6 +111,8 @@ class Engine:
             start_tick=int(clock() // f.step_seconds),
         )
         self.policy = PolicyEngine(policy_settings(settings))
+        # The warning's k: configured, then tuned against realised overloads (apollo.threshold_tuning).
+        self.overload_steps = min(f.overload_consecutive_steps, f.horizon_steps)
         # Tuned parameters per resource kind; series that appear later start with them too.
         self.resource_params: dict[str, ForecastParams] = {}
         self.resources = tuple(settings.prometheus.queries)
@@ -212,7 +214,7 @@ class Engine:
                 [capacity[n].memory_bytes if n in capacity and capacity[n].memory_bytes > 0 else np.nan for n in nodes]
             ),
             f.overload_threshold,
-            min(f.overload_consecutive_steps, h),
+            min(self.overload_steps, h),
         )
         with self.lock:
             decisions = self.policy.evaluate(
@@ -248,6 +250,11 @@ class Engine:
             keys = [k for k in self.bank.keys if isinstance(k, tuple) and k[1] == resource]
             self.bank.set_params(params, keys=keys)
             self.resource_params[resource] = params
+
+    def set_overload_steps(self, steps: int) -> None:
+        with self.lock:
+            self.overload_steps = steps
+            self.policy.settings = replace(self.policy.settings, consecutive_steps=steps)
 
     def _publish(self, output: PolicyOutput) -> None:
         for decision in output.decisions:

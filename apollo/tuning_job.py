@@ -13,8 +13,13 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from apollo.engine import Engine
+from apollo.forecast import SeriesBank
 from apollo.prometheus_source import SourceError
+from apollo.series_arrays import FloatArray
+from apollo.threshold_tuning import ThresholdResult, tune_overload_steps
 from apollo.tuning import TuningResult, tune
 
 log = logging.getLogger("apollo.tuning")
@@ -25,6 +30,7 @@ class TuningJob:
     engine: Engine
     last: dict[str, TuningResult] = field(default_factory=dict)
     last_error: str = ""
+    threshold: ThresholdResult | None = None
 
     def run_once(self, now: float) -> dict[str, TuningResult]:
         """One refit of every resource kind; returns the results (adopted or not) by resource."""
@@ -65,7 +71,41 @@ class TuningJob:
                 extra={"resource": resource, "adopted": result.adopted, "reason": result.reason},
             )
         self.last = results
+        self._tune_threshold(history.keys, history.values)
         return results
+
+    def _tune_threshold(self, keys: list[tuple[str, str]], values: FloatArray) -> None:
+        """Pick the overload warning's k from realised CPU / memory overloads in the same history."""
+        e = self.engine
+        rows = [i for i, k in enumerate(keys) if k[1] in ("cpu", "memory")]
+        usable = [i for i in rows if np.isfinite(values[i]).mean() >= 0.5][:64]
+        if not usable:
+            return
+        bank = SeriesBank(
+            params=e.resource_params.get("cpu", e.bank.params),
+            horizon=e.bank.horizon,
+            quantiles=e.quantiles,
+            config=e.bank_config,
+        )
+        bank.add(range(len(usable)))
+        try:
+            result = tune_overload_steps(
+                bank,
+                values[usable],
+                e.settings.forecast.overload_threshold,
+                e.overload_steps,
+                level=e.quantiles[-1],
+                warmup=e.bank_config.error_window,
+            )
+        except ValueError as exc:
+            log.info("threshold tuning skipped", extra={"reason": str(exc)})
+            return
+        self.threshold = result
+        if result.adopted:
+            e.set_overload_steps(result.steps)
+        log.info(
+            "threshold tuning", extra={"adopted": result.adopted, "reason": result.reason, "events": result.events}
+        )
 
     def run_forever(self, stop: threading.Event) -> None:
         interval = self.engine.settings.tuning.interval_seconds

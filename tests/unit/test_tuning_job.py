@@ -54,12 +54,17 @@ def _engine(prom: HistoryProm) -> Engine:
 def test_tuning_adopts_better_parameters_into_the_bank() -> None:
     engine = _engine(HistoryProm(8))
     engine.run_tick()
-    results = TuningJob(engine).run_once(engine.clock())
+    job = TuningJob(engine)
+    results = job.run_once(engine.clock())
     result = results["cpu"]
     assert result.adopted, result.reason
     assert result.best_score < result.current_score
     assert result.params.alpha > 0.02
     assert engine.resource_params["cpu"] == result.params
+    # The warning's k was evaluated on the same history against realised overloads and is in force.
+    assert job.threshold is not None and job.threshold.events > 0
+    assert engine.overload_steps == job.threshold.steps
+    assert engine.policy.settings.consecutive_steps == job.threshold.steps
 
 
 def test_tuning_keeps_parameters_when_history_is_unavailable() -> None:
