@@ -72,6 +72,9 @@ class ForecastSettings:
     overload_threshold: float = 0.85
     # Steps over the threshold in a row before a node counts as "overload coming" (not a lone spike).
     overload_consecutive_steps: int = 3
+    # Samples before forecasts steer anything (neutral scores, no migrations until then); a warm
+    # start from Prometheus history usually covers them at once.
+    warmup_samples: int = 12
     # Accuracy below which the engine stops trusting forecasts and scores on current load.
     reactive_mase_above: float = 1.5
     alpha: float = 0.3
@@ -93,6 +96,7 @@ class ForecastSettings:
         open_unit("forecast.overload_threshold", self.overload_threshold)
         int_range("forecast.overload_consecutive_steps", self.overload_consecutive_steps, 1, self.horizon_steps)
         positive("forecast.reactive_mase_above", self.reactive_mase_above)
+        int_range("forecast.warmup_samples", self.warmup_samples, 0, 100_000)
         for name in ("alpha", "beta", "phi", "gamma"):
             open_unit(f"forecast.{name}", getattr(self, name))
 

@@ -9,6 +9,7 @@ migrations), which health, logs and metrics all report.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import threading
@@ -103,13 +104,12 @@ class Engine:
         self.bank_config = BankConfig(
             season_length=season, season_buckets=max(2, min(BankConfig().season_buckets, season))
         )
-        self.bank = SeriesBank(
-            params=ForecastParams(alpha=f.alpha, beta=f.beta, phi=f.phi, gamma=min(f.gamma, 1 - f.alpha)),
-            horizon=f.horizon_steps,
-            quantiles=self.quantiles,
-            config=self.bank_config,
-            start_tick=int(clock() // f.step_seconds),
-        )
+        self._params = ForecastParams(alpha=f.alpha, beta=f.beta, phi=f.phi, gamma=min(f.gamma, 1 - f.alpha))
+        self.bank = self._new_bank(int(clock() // f.step_seconds))
+        # Samples seen; below `warmup_samples` the intervals rest on priors, so the view stays stale
+        # (neutral scores, no migrations) instead of calling every node overloaded at start-up.
+        self.samples_seen = 0
+        self.warmup_samples = f.warmup_samples
         self.policy = PolicyEngine(policy_settings(settings))
         # The warning's k: configured, then tuned against realised overloads (apollo.threshold_tuning).
         self.overload_steps = min(f.overload_consecutive_steps, f.horizon_steps)
@@ -122,6 +122,44 @@ class Engine:
         self.view = EngineView(0, clock(), None, None, f.step_seconds, True, "no sample yet", False)
         # Guards the bank and the policy state: the tick thread, tuning and gRPC feedback share them.
         self.lock = threading.Lock()
+
+    def _new_bank(self, start_tick: int) -> SeriesBank:
+        return SeriesBank(
+            params=self._params,
+            horizon=self.settings.forecast.horizon_steps,
+            quantiles=self.quantiles,
+            config=self.bank_config,
+            start_tick=start_tick,
+        )
+
+    def warm_start(self) -> int:
+        """Replay recent Prometheus history so forecasts and intervals are trustworthy from the first tick.
+
+        Returns the number of samples replayed (0 when history is unavailable: the engine then warms
+        up live, serving neutral scores meanwhile).
+        """
+        f = self.settings.forecast
+        now = self.clock()
+        lookback = max(self.bank_config.error_window, self.warmup_samples) * 2
+        end = dt.datetime.fromtimestamp(now, dt.UTC)
+        start = end - dt.timedelta(seconds=lookback * f.step_seconds)
+        try:
+            history = self.source.history(start, end, f.step_seconds)
+        except SourceError as exc:
+            log.warning("warm start skipped: history unavailable", extra={"error": str(exc)[:300]})
+            return 0
+        if not history.keys or history.values.shape[1] < 2:
+            return 0
+        # Replay all but the last column; the first live tick supplies the newest sample.
+        values = history.values[:, :-1]
+        with self.lock:
+            self.bank = self._new_bank(int(history.times[0] // f.step_seconds))
+            self.bank.add(history.keys)
+            self.bank.replay(values)
+            seen = int(np.isfinite(values).any(axis=0).sum())
+            self.samples_seen += seen
+        log.info("warm start from Prometheus history", extra={"series": len(history.keys), "samples": seen})
+        return seen
 
     def signature(self, namespace: str, name: str) -> PodSignature | None:
         sig = self.reports.signature(namespace, name)
@@ -158,6 +196,8 @@ class Engine:
         if not sample.values:
             return self._age_view(now, "prometheus returned no node series")
         self._last_success = now
+        self.samples_seen += 1
+        warming = self.samples_seen < self.warmup_samples
         cluster = ClusterView()
         if self.kube is not None:
             try:
@@ -216,11 +256,13 @@ class Engine:
             f.overload_threshold,
             min(self.overload_steps, h),
         )
-        with self.lock:
-            decisions = self.policy.evaluate(
-                now, table, cluster.pods, insights, (), workload_outlooks(outlooks, cluster.pods)
-            )
-        self._publish(decisions)
+        decisions = PolicyOutput()
+        if not warming:
+            with self.lock:
+                decisions = self.policy.evaluate(
+                    now, table, cluster.pods, insights, (), workload_outlooks(outlooks, cluster.pods)
+                )
+            self._publish(decisions)
         self._generation += 1
         view = EngineView(
             generation=self._generation,
@@ -228,8 +270,14 @@ class Engine:
             scores=scores,
             forecast=fc,
             step_seconds=f.step_seconds,
-            stale=False,
-            stale_reason="reactive: forecast accuracy degraded" if reactive else "",
+            stale=warming,
+            stale_reason=(
+                f"warming up: {self.samples_seen}/{self.warmup_samples} samples"
+                if warming
+                else "reactive: forecast accuracy degraded"
+                if reactive
+                else ""
+            ),
             reactive=reactive,
             mase=acc.mase,
             coverage=acc.coverage,

@@ -30,6 +30,8 @@ class NodeScores:
     memory_peak: FloatArray
     cpu_headroom_cores: FloatArray
     memory_headroom_bytes: FloatArray
+    cpu_allocatable: FloatArray
+    memory_allocatable: FloatArray
     reasons: list[str]
 
 
@@ -76,4 +78,15 @@ def score_nodes(
         )
         for i in range(n)
     ]
-    return NodeScores(nodes, score, overload, cpu_peak, mem_peak, cpu_headroom, mem_headroom, reasons)
+    return NodeScores(
+        nodes,
+        score,
+        overload,
+        cpu_peak,
+        mem_peak,
+        cpu_headroom,
+        mem_headroom,
+        cpu_allocatable,
+        memory_allocatable,
+        reasons,
+    )

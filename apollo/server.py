@@ -75,6 +75,10 @@ def _record(metrics: ApolloMetrics, engine: Engine) -> None:
 
 def _tick_loop(engine: Engine, metrics: ApolloMetrics, stop: threading.Event, health_servicer: Any) -> None:
     interval = engine.settings.forecast.step_seconds
+    try:
+        engine.warm_start()
+    except Exception:
+        log.exception("warm start failed; warming up live")
     while not stop.is_set():
         started = time.monotonic()
         failures = engine.stats.failures

@@ -114,6 +114,11 @@ def _drain(messages: Iterator[M], accept: Callable[[M], list[FieldError]]) -> pb
     return pb.StreamResponse(messages_received=received, messages_processed=processed, status=status)
 
 
+def _int64(value: float) -> int:
+    """Clamp to the wire's int64: a runaway forecast must degrade a number, not fail the RPC."""
+    return int(max(-(2**63), min(2**63 - 1, value)))
+
+
 def snapshot_message(
     view: EngineView, request: pb.NodeScoreSnapshotRequest, horizon_minutes: int
 ) -> pb.NodeScoreSnapshot:
@@ -149,10 +154,10 @@ def snapshot_message(
             entry.predicted_memory_upper_percent = float(s.memory_peak[i] * 100)
         if math.isfinite(s.cpu_headroom_cores[i]):
             entry.cpu_headroom_cores = float(s.cpu_headroom_cores[i])
-            entry.cpu_allocatable_cores = float(s.cpu_headroom_cores[i] / max(1e-9, 1 - s.cpu_peak[i]))
+            entry.cpu_allocatable_cores = float(s.cpu_allocatable[i])
         if math.isfinite(s.memory_headroom_bytes[i]):
-            entry.memory_headroom_bytes = int(s.memory_headroom_bytes[i])
-            entry.memory_allocatable_bytes = int(s.memory_headroom_bytes[i] / max(1e-9, 1 - s.memory_peak[i]))
+            entry.memory_headroom_bytes = _int64(s.memory_headroom_bytes[i])
+            entry.memory_allocatable_bytes = _int64(s.memory_allocatable[i])
     return reply
 
 
@@ -217,8 +222,13 @@ class SchedulingServicer(pb_grpc.SchedulingPolicyServiceServicer):
             if result is None:
                 policy.node_preferences.add(node_name=node, score=50, reason="unknown to APOLLO: neutral")
                 continue
+            # Only a missing capability is "infeasible" (unresolvable); predicted load just scores 0,
+            # so the extender's load rules (pinned nodes, never filter every node) stay in charge.
             policy.node_preferences.add(
-                node_name=node, score=result.score, reason=result.reason, infeasible=not result.feasible
+                node_name=node,
+                score=result.score,
+                reason=result.reason,
+                infeasible=bool(scores.gpu_shortfall[table.index[node]]),
             )
         if demand.signature is not None and demand.signature.io_heavy:
             policy.storage_requirements.expected_io_pattern = pb.IOPattern.Value(demand.signature.io_pattern)

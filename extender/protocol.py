@@ -87,6 +87,11 @@ def decode_args(body: bytes, max_nodes: int) -> ExtenderArgs:
     return ExtenderArgs(pod=pod, node_names=names, nodes=nodes)
 
 
+def _reason(text: str) -> str:
+    """kube-scheduler passes failure reasons through a format string: a bare % garbles the message."""
+    return text.replace("%", " pct")
+
+
 def encode_filter_result(
     args: ExtenderArgs | None,
     passed: list[str],
@@ -96,8 +101,8 @@ def encode_filter_result(
 ) -> bytes:
     """ExtenderFilterResult, answering in the same shape (names or NodeList) the request used."""
     result: dict[str, Any] = {
-        "FailedNodes": failed,
-        "FailedAndUnresolvableNodes": unresolvable,
+        "FailedNodes": {k: _reason(v) for k, v in failed.items()},
+        "FailedAndUnresolvableNodes": {k: _reason(v) for k, v in unresolvable.items()},
         "Error": error,
     }
     if args is not None and args.nodes is not None:

@@ -45,7 +45,9 @@ def _settings(cluster: ClusterHandle) -> ApolloSettings:
             url=cluster.local.prometheus_url,
             queries={"cpu": "apollo_test_node_cpu", "memory": "apollo_test_node_memory"},
         ),
-        forecast=ForecastSettings(step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3),
+        forecast=ForecastSettings(
+            step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3, warmup_samples=3
+        ),
         policy=PolicyCaps(confirm_ticks=2),
         kubernetes=KubernetesSettings(enabled=True, kubeconfig=str(cluster.local.kubeconfig)),
     ).validate()

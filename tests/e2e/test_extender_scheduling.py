@@ -40,7 +40,9 @@ def stack(cluster: ClusterHandle) -> Iterator[dict[str, Any]]:
             queries={"cpu": "apollo_test_node_cpu", "memory": "apollo_test_node_memory"},
             stale_after_seconds=5,
         ),
-        forecast=ForecastSettings(step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3),
+        forecast=ForecastSettings(
+            step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3, warmup_samples=3
+        ),
     ).validate()
     apollo: Apollo = serve(settings)
     port = free_port()
@@ -115,12 +117,16 @@ def test_scheduler_places_pods_by_apollo_and_survives_outages(
                 node_resources=pb.NodeResources(cpu_allocatable_cores=8, memory_allocatable_bytes=32 * 2**30),
             )
         )
+
     # APOLLO has read Prometheus and flags the hot node; the extender holds that snapshot.
-    wait_for(
-        lambda: (s := apollo.engine.view.scores) is not None and hot in s.nodes and s.overload[s.nodes.index(hot)],
-        timeout=60,
-        what="APOLLO to forecast overload on the hot node from Prometheus data",
-    )
+    def verdicts() -> bool:
+        view = apollo.engine.view
+        s = view.scores
+        if view.stale or s is None or not {hot, idle} <= set(s.nodes):
+            return False
+        return bool(s.overload[s.nodes.index(hot)] and not s.overload[s.nodes.index(idle)])
+
+    wait_for(verdicts, timeout=60, what="APOLLO to forecast overload on the hot node only, from Prometheus data")
     wait_for(lambda: _ready(stack["url"]).get("apollo") == "ok", timeout=30, what="extender snapshot")
 
     names = [f"ranked-{i}" for i in range(4)]
@@ -129,7 +135,7 @@ def test_scheduler_places_pods_by_apollo_and_survives_outages(
     placed = wait_for(lambda: len(p := _placements(cluster, namespace, names)) == 4 and p, what="4 pods bound")
     assert set(placed.values()) == {idle}, placed  # best-ranked node, never the overloaded one
     events = cluster.core.list_namespaced_event(namespace).items
-    assert not [e for e in events if e.reason == "FailedScheduling"]
+    assert not [e.message for e in events if e.reason == "FailedScheduling"]
 
     # APOLLO goes away: the extender's snapshot ages out and it answers fail-open; scheduling goes on.
     apollo.stop(0.5)

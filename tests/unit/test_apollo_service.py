@@ -45,7 +45,9 @@ def apollo() -> Iterator[tuple[Apollo, ScriptedProm, grpc.Channel]]:
         prometheus=PrometheusSettings(
             url="http://127.0.0.1:1", queries={"cpu": "q:cpu", "memory": "q:memory"}, stale_after_seconds=0.5
         ),
-        forecast=ForecastSettings(step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3),
+        forecast=ForecastSettings(
+            step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3, warmup_samples=3
+        ),
         policy=PolicyCaps(confirm_ticks=2),
     ).validate()
     prom = ScriptedProm()
@@ -91,7 +93,9 @@ def test_snapshot_ranks_idle_above_busy_and_flags_overload(apollo: tuple[Apollo,
     # The pod's own use lowers every score a little; the order and the verdicts stay.
     assert prefs["idle"].score > prefs["busy"].score > prefs["hot"].score
     assert prefs["idle"].score <= scores["idle"].score
-    assert prefs["hot"].infeasible and "with pod" in prefs["idle"].reason
+    # Load alone never marks a node infeasible (only a missing capability does): it scores 0 with a reason.
+    assert prefs["hot"].score == 0 and not prefs["hot"].infeasible and "threshold" in prefs["hot"].reason
+    assert "with pod" in prefs["idle"].reason
     assert not prefs["idle"].infeasible and prefs["x"].score == 50 and not prefs["x"].infeasible
 
 

@@ -204,3 +204,11 @@ def test_settings_validation() -> None:
     with pytest.raises(ValueError, match="apollo_address must be host:port"):
         load_settings(environ={"EXTENDER_APOLLO_ADDRESS": "nohost"})
     assert load_settings(environ={"EXTENDER_WORKERS": "3"}).workers == 3
+
+
+def test_failure_reasons_carry_no_format_verbs() -> None:
+    from extender.protocol import encode_filter_result
+
+    out = orjson.loads(encode_filter_result(None, [], {"n": "cpu peak 97% > 85%"}, {"g": "no GPU: 0% free"}))
+    assert "%" not in str(out["FailedNodes"]) + str(out["FailedAndUnresolvableNodes"])
+    assert out["FailedNodes"]["n"] == "cpu peak 97 pct > 85 pct"
