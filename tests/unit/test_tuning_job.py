@@ -72,3 +72,18 @@ def test_tuning_keeps_parameters_when_history_is_unavailable() -> None:
     job = TuningJob(engine)
     assert job.run_once(engine.clock()) == {}
     assert "refused" in job.last_error and engine.resource_params == {}
+
+
+def test_warm_start_replays_history_so_the_first_tick_is_trusted() -> None:
+    cold = _engine(HistoryProm(3))
+    assert cold.run_tick().stale and "warming up" in cold.view.stale_reason
+    warm = _engine(HistoryProm(3))
+    assert warm.warm_start() >= warm.warmup_samples
+    view = warm.run_tick()
+    assert not view.stale and view.scores is not None and len(view.scores.nodes) == 3
+
+
+def test_warm_start_without_history_warms_up_live() -> None:
+    engine = _engine(HistoryProm(2, fail=True))
+    assert engine.warm_start() == 0
+    assert engine.run_tick().stale
