@@ -39,10 +39,11 @@ def _requests(containers: list[dict[str, Any]]) -> list[tuple[float, float, floa
 
 
 def pinned_nodes(pod: dict[str, Any]) -> frozenset[str]:
-    """Node names a *required* node affinity restricts the pod to (hostname label or metadata.name).
+    """The node a *required* node affinity pins the pod to, when it names exactly one.
 
-    Such a node was chosen on purpose (a migration target, an operator's pin), so predicted load
-    alone must never filter it out: it is scored instead.
+    One named node was chosen on purpose (a migration target, an operator's pin), so predicted load
+    alone must never filter it out: it is scored instead. A choice among several nodes is an
+    ordinary candidate set, and load may filter within it.
     """
     affinity = ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
     required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
@@ -57,7 +58,7 @@ def pinned_nodes(pod: dict[str, Any]) -> frozenset[str]:
     node_name = (pod.get("spec") or {}).get("nodeName")
     if node_name:
         names.add(node_name)
-    return frozenset(names)
+    return frozenset(names) if len(names) == 1 else frozenset()
 
 
 def pod_demand(pod: dict[str, Any]) -> PodDemand:

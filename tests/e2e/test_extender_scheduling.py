@@ -82,12 +82,26 @@ def _ready(url: str) -> dict[str, Any]:
         return {}
 
 
-def _pod(name: str, pool: str) -> dict[str, Any]:
+def _pod(name: str, pool: str, only: list[str] | None = None) -> dict[str, Any]:
+    affinity = (
+        {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": only}]}
+                    ]
+                }
+            }
+        }
+        if only
+        else None
+    )
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name},
         "spec": {
+            "affinity": affinity,
             "nodeSelector": {"pool": pool},
             "containers": [
                 {"name": "main", "image": "registry.invalid/x:1", "resources": {"requests": {"cpu": "100m"}}}
@@ -136,6 +150,20 @@ def test_scheduler_places_pods_by_apollo_and_survives_outages(
     assert set(placed.values()) == {idle}, placed  # best-ranked node, never the overloaded one
     events = cluster.core.list_namespaced_event(namespace).items
     assert not [e.message for e in events if e.reason == "FailedScheduling"]
+
+    # Filter verdict: allowed on {hot, medium} only, the pod must avoid the node predicted to overload...
+    cluster.core.create_namespaced_pod(namespace, _pod("choice", namespace, only=[hot, medium]))
+    # ...but a pod pinned to the hot node alone (a chosen migration target) is scored, never filtered.
+    cluster.core.create_namespaced_pod(namespace, _pod("pinned", namespace, only=[hot]))
+    verdict = wait_for(
+        lambda: len(p := _placements(cluster, namespace, ["choice", "pinned"])) == 2 and p, what="choice + pinned"
+    )
+    assert verdict == {"choice": medium, "pinned": hot}
+    # Bindings went back to APOLLO as SchedulingResults, off the request path.
+    wait_for(
+        lambda: apollo.metrics.scheduling_results.labels("success")._value.get() >= 4,
+        what="scheduling results reported to APOLLO",
+    )
 
     # APOLLO goes away: the extender's snapshot ages out and it answers fail-open; scheduling goes on.
     apollo.stop(0.5)

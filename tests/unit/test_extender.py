@@ -212,3 +212,11 @@ def test_failure_reasons_carry_no_format_verbs() -> None:
     out = orjson.loads(encode_filter_result(None, [], {"n": "cpu peak 97% > 85%"}, {"g": "no GPU: 0% free"}))
     assert "%" not in str(out["FailedNodes"]) + str(out["FailedAndUnresolvableNodes"])
     assert out["FailedNodes"]["n"] == "cpu peak 97 pct > 85 pct"
+
+
+def test_affinity_to_several_nodes_is_a_candidate_set_not_a_pin(app_and_state: tuple[Any, ExtenderState]) -> None:
+    client, _ = app_and_state
+    out = _post(
+        client, "filter", {"Pod": _pod(affinity_nodes=["hot", "idle"]), "NodeNames": ["hot", "idle"]}
+    ).get_json()
+    assert out["NodeNames"] == ["idle"] and "hot" in out["FailedNodes"]
