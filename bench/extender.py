@@ -43,7 +43,7 @@ kube-controller-manager, kwok).
    - CPU seconds per process (extender, APOLLO, load generator) and what other processes on the machine
      used meanwhile (``cpu_s_foreign``: contention the benchmark did not cause).
 
-   The full run repeats 1,000 nodes with ``EXTENDER_POLICY_ENABLED=false`` (``latency_1000_policy_off``) to
+   The full run repeats 1,000 nodes with ``EXTENDER_POLICY_MODE=off`` (``latency_1000_policy_off``) to
    separate the per-pod policy wait (``policy_budget_ms``) from the extender's own work. Note that with its
    default ``percentageOfNodesToScore`` kube-scheduler sends the extender only the feasible nodes it found
    (about 420 of 1,000, 500 of 5,000): the sizes here are the worst case (``percentageOfNodesToScore: 100``).
@@ -500,7 +500,7 @@ class ExtenderServer:
             EXTENDER_WORKERS=str(self.workers),
             EXTENDER_WATCH_PODS="true" if self.watch_pods else "false",
             EXTENDER_KUBECONFIG=self.kubeconfig,
-            EXTENDER_POLICY_ENABLED="true" if self.policy_enabled else "false",
+            EXTENDER_POLICY_MODE="annotated" if self.policy_enabled else "off",
             EXTENDER_LOG_LEVEL="WARNING",
         )
         env.pop("PROMETHEUS_DISABLE_CREATED_SERIES", None)  # the _created series tell the workers apart
@@ -1433,7 +1433,7 @@ def main(argv: list[str] | None = None) -> int:
                 latency_by_nodes=by_nodes,
             )
             if extras:
-                say("  the same at 1,000 nodes with per-pod policy lookups off (EXTENDER_POLICY_ENABLED=false):")
+                say("  the same at 1,000 nodes with per-pod policy lookups off (EXTENDER_POLICY_MODE=off):")
                 r = measure_latency(apollo, 1000, workdir, args.connections, warmup, duration, policy=False)
                 print_latency(r)
                 result["latency_1000_policy_off"] = r

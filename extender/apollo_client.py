@@ -174,8 +174,12 @@ class PolicyCache:
                 future = entry[1]
                 fresh = False
         if future.done():
-            self.metrics.policy_lookups.labels("hit" if not fresh else "fetched").inc()
+            self.metrics.policy_lookups.labels("hit").inc()
             return future.result()
+        if budget <= 0 or not fresh:
+            # Never wait twice for one lookup (prioritize right after filter), nor at all by default.
+            self.metrics.policy_lookups.labels("pending").inc()
+            return None
         try:
             result = future.result(timeout=budget)
         except FutureTimeout:

@@ -85,10 +85,22 @@ def _context(
     snap, reason = state.store.usable(state.settings.snapshot_max_age_seconds)
     hot = state.ledger.usage_since(snap.created_at) if snap else {}
     policy = None
-    if snap is not None and state.policies is not None:
+    if snap is not None and state.policies is not None and _wants_policy(state.settings.policy_mode, args.pod):
         policy = state.policies.get(args.pod, demand, args.node_names, state.settings.policy_budget_ms / 1000.0)
     state.mark_seen(demand.uid)
     return snap, reason, demand, hot, policy
+
+
+POLICY_ANNOTATION = "apollo.io/scheduling-policy"
+
+
+def _wants_policy(mode: str, pod: dict[str, Any]) -> bool:
+    if mode == "all":
+        return True
+    if mode == "off":
+        return False
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(POLICY_ANNOTATION, "")).lower() == "true"
 
 
 def create_app(
@@ -107,7 +119,7 @@ def create_app(
     if channel is None:
         channel = grpc.insecure_channel(settings.apollo_address)
     stub = pb_grpc.SchedulingPolicyServiceStub(channel)
-    if settings.policy_enabled:
+    if settings.policy_mode != "off":
         state.policies = PolicyCache(
             stub, state.metrics, settings.policy_cache_ttl_seconds, settings.grpc_timeout_seconds
         )

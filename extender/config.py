@@ -20,10 +20,14 @@ class ExtenderSettings:
     # Older than this, the snapshot no longer steers scheduling (neutral scores, no filtering).
     snapshot_max_age_seconds: float = 30.0
     grpc_timeout_seconds: float = 2.0
-    # Per-pod GetSchedulingPolicy: waited for at most this long, then the snapshot alone decides.
-    policy_budget_ms: float = 15.0
+    # Per-pod GetSchedulingPolicy (signature-aware fit: GPU, CSD, storage tier, locality):
+    # "annotated" asks only for pods annotated apollo.io/scheduling-policy=true, "all" for every pod,
+    # "off" never. The snapshot alone ranks everything else, which is what keeps bulk scheduling fast.
+    policy_mode: str = "annotated"
+    # How long a request may wait for a policy it had to fetch. 0 (default): never wait; the answer
+    # is cached when it arrives and the next request for the pod (prioritize after filter) uses it.
+    policy_budget_ms: float = 0.0
     policy_cache_ttl_seconds: float = 30.0
-    policy_enabled: bool = True
     # Watch pods to count bindings since APOLLO's last sample and report scheduling results.
     watch_pods: bool = True
     kubeconfig: str = ""
@@ -40,10 +44,13 @@ class ExtenderSettings:
             "refresh_interval_seconds",
             "snapshot_max_age_seconds",
             "grpc_timeout_seconds",
-            "policy_budget_ms",
             "policy_cache_ttl_seconds",
         ):
             positive(name, getattr(self, name))
+        if self.policy_mode not in ("off", "annotated", "all"):
+            raise ConfigError(f"policy_mode must be off, annotated or all, got {self.policy_mode!r}")
+        if not 0 <= self.policy_budget_ms <= 1000:
+            raise ConfigError(f"policy_budget_ms must be in [0, 1000], got {self.policy_budget_ms!r}")
         if self.snapshot_max_age_seconds <= self.refresh_interval_seconds:
             raise ConfigError("snapshot_max_age_seconds must exceed refresh_interval_seconds")
         int_range("max_body_bytes", self.max_body_bytes, 1024, 2**31)

@@ -41,6 +41,9 @@ class PlacementLedger:
             self._cache_key = None
             return True
 
+    def __contains__(self, uid: str) -> bool:
+        return uid in self._by_uid
+
     def forget(self, uid: str) -> None:
         with self._lock:
             if self._by_uid.pop(uid, None) is not None:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from apollo.v1 import apollo_pb2 as pb
+from common.quantity import parse_quantity
 from extender.placements import Placement, PlacementLedger
-from extender.podspec import pod_demand
 
 log = logging.getLogger("extender.watch")
 
@@ -23,6 +23,26 @@ def _bound_at(pod: Any) -> float:
         if cond.type == "PodScheduled" and cond.status == "True" and cond.last_transition_time:
             return float(cond.last_transition_time.timestamp())
     return time.time()
+
+
+def requests_of(pod: Any) -> tuple[float, float]:
+    """Summed container requests of a client V1Pod (init containers: the largest one counts)."""
+
+    def total(containers: Any) -> list[tuple[float, float]]:
+        out = []
+        for c in containers or []:
+            req = (c.resources.requests if c.resources else None) or {}
+            try:
+                out.append((parse_quantity(req.get("cpu", 0)), parse_quantity(req.get("memory", 0))))
+            except ValueError:
+                out.append((0.0, 0.0))
+        return out
+
+    main = total(pod.spec.containers)
+    init = total(pod.spec.init_containers)
+    cpu = max([sum(c for c, _ in main), *(c for c, _ in init)])
+    memory = max([sum(m for _, m in main), *(m for _, m in init)])
+    return cpu, memory
 
 
 class PodWatcher(threading.Thread):
@@ -48,10 +68,10 @@ class PodWatcher(threading.Thread):
             self.ledger.forget(uid)
             return
         node = pod.spec.node_name
-        if not node:
-            return
-        demand = pod_demand(api_client.sanitize_for_serialization(pod))
-        if self.ledger.record(uid, Placement(node, demand.cpu_cores, demand.memory_bytes, _bound_at(pod))):
+        if not node or uid in self.ledger:
+            return  # most events are status updates of pods already counted: the cheap exit first
+        cpu, memory = requests_of(pod)
+        if self.ledger.record(uid, Placement(node, cpu, memory, _bound_at(pod))):
             first_seen = self.seen(uid)
             if first_seen is not None:
                 self.report(

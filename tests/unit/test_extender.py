@@ -54,7 +54,7 @@ def _entry(score: int, cpu_headroom: float, overload: bool = False, mem_headroom
 
 @pytest.fixture
 def app_and_state() -> tuple[Any, ExtenderState]:
-    settings = ExtenderSettings(apollo_address="127.0.0.1:1", watch_pods=False, policy_enabled=False).validate()
+    settings = ExtenderSettings(apollo_address="127.0.0.1:1", watch_pods=False, policy_mode="off").validate()
     app = create_app(settings, channel=grpc.insecure_channel("127.0.0.1:1"), start_background=False)
     state: ExtenderState = app.extensions["apollo"]
     state.store.replace(
@@ -137,7 +137,7 @@ def test_stale_snapshot_fails_open(app_and_state: tuple[Any, ExtenderState]) -> 
 
 
 def test_no_snapshot_fails_open_and_readyz_says_so() -> None:
-    settings = ExtenderSettings(apollo_address="127.0.0.1:1", watch_pods=False, policy_enabled=False).validate()
+    settings = ExtenderSettings(apollo_address="127.0.0.1:1", watch_pods=False, policy_mode="off").validate()
     client = create_app(settings, channel=grpc.insecure_channel("127.0.0.1:1"), start_background=False).test_client()
     out = _post(client, "filter", {"Pod": _pod(), "NodeNames": ["a", "b"]}).get_json()
     assert out["NodeNames"] == ["a", "b"] and out["Error"] == ""
@@ -170,7 +170,7 @@ def test_bad_input_gets_precise_error(app_and_state: tuple[Any, ExtenderState], 
 
 def test_oversized_body_and_too_many_nodes() -> None:
     settings = ExtenderSettings(
-        apollo_address="127.0.0.1:1", watch_pods=False, policy_enabled=False, max_body_bytes=4096, max_nodes=3
+        apollo_address="127.0.0.1:1", watch_pods=False, policy_mode="off", max_body_bytes=4096, max_nodes=3
     ).validate()
     client = create_app(settings, channel=grpc.insecure_channel("127.0.0.1:1"), start_background=False).test_client()
     big = orjson.dumps({"Pod": _pod(), "NodeNames": [f"n{i}" for i in range(1000)]})
@@ -220,3 +220,63 @@ def test_affinity_to_several_nodes_is_a_candidate_set_not_a_pin(app_and_state: t
         client, "filter", {"Pod": _pod(affinity_nodes=["hot", "idle"]), "NodeNames": ["hot", "idle"]}
     ).get_json()
     assert out["NodeNames"] == ["idle"] and "hot" in out["FailedNodes"]
+
+
+class _SlowPolicyStub:
+    """GetSchedulingPolicy that answers after a delay, like a busy APOLLO."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.calls = 0
+
+    def GetSchedulingPolicy(self, request: Any, timeout: float) -> Any:
+        from apollo.v1 import apollo_pb2 as pb
+
+        self.calls += 1
+        time.sleep(self.delay)
+        return pb.SchedulingPolicy(node_preferences=[pb.NodePreference(node_name="idle", score=99)])
+
+
+def test_policy_cache_never_blocks_by_default_and_fetches_once() -> None:
+    from extender.apollo_client import PolicyCache
+    from extender.metrics import ExtenderMetrics
+
+    stub = _SlowPolicyStub(0.2)
+    cache = PolicyCache(stub, ExtenderMetrics.create(), ttl=30, timeout=1)  # type: ignore[arg-type]
+    pod = _pod()
+    demand = pod_demand(pod)
+    t0 = time.perf_counter()
+    assert cache.get(pod, demand, ["idle"], budget=0) is None  # filter: no wait
+    assert cache.get(pod, demand, ["idle"], budget=0.5) is None  # prioritize: never re-waits an old lookup
+    assert time.perf_counter() - t0 < 0.05
+    time.sleep(0.3)
+    policy = cache.get(pod, demand, ["idle"], budget=0)
+    assert policy is not None and policy.scores == {"idle": 99} and stub.calls == 1
+
+
+def test_policy_mode_annotated_asks_only_for_annotated_pods() -> None:
+    from extender.app import POLICY_ANNOTATION, _wants_policy
+
+    pod = _pod()
+    assert not _wants_policy("annotated", pod) and _wants_policy("all", pod)
+    pod["metadata"]["annotations"] = {POLICY_ANNOTATION: "true"}
+    assert _wants_policy("annotated", pod) and not _wants_policy("off", pod)
+
+
+def test_watcher_requests_from_client_objects() -> None:
+    from kubernetes import client
+
+    from extender.pod_watcher import requests_of
+
+    pod = client.V1Pod(
+        spec=client.V1PodSpec(
+            containers=[
+                client.V1Container(name="a", resources=client.V1ResourceRequirements(requests={"cpu": "250m"})),
+                client.V1Container(name="b", resources=client.V1ResourceRequirements(requests={"memory": "1Gi"})),
+            ],
+            init_containers=[
+                client.V1Container(name="i", resources=client.V1ResourceRequirements(requests={"cpu": "2"}))
+            ],
+        )
+    )
+    assert requests_of(pod) == (2.0, float(GiB))
