@@ -17,13 +17,13 @@ from typing import Any
 
 import grpc
 from flask import Flask, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
 from extender.apollo_client import PolicyCache, Refresher, ResultReporter
 from extender.config import ExtenderSettings
-from extender.metrics import ExtenderMetrics
+from extender.metrics import ExtenderMetrics, exposition
 from extender.placements import PlacementLedger
 from extender.podspec import PodDemand, pod_demand
 from extender.protocol import (
@@ -211,7 +211,7 @@ def create_app(
         snap = state.store.current
         state.metrics.snapshot_age.set(snap.age() if snap else float("inf"))
         state.metrics.placements.set(len(state.ledger))
-        return Response(generate_latest(state.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+        return Response(exposition(state.metrics), mimetype=CONTENT_TYPE_LATEST)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

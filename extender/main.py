@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +27,31 @@ class ExtenderServer(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         for key, value in options(self.settings).items():
             self.cfg.set(key, value)
+        self.cfg.set("child_exit", _child_exit)
 
     def load(self) -> Any:
         from extender.app import create_app
 
         configure("apollo-extender", self.settings.log_level)
         return create_app(self.settings)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def _multiprocess_metrics_dir() -> None:
+    """Workers share metrics through files; set before they fork, emptied so old pids do not count."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="apollo-extender-metrics-")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"apollo-extender: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure("apollo-extender", settings.log_level)
+    _multiprocess_metrics_dir()
     ExtenderServer(settings).run()
     return 0
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
@@ -44,9 +46,17 @@ class ExtenderMetrics:
                 ["verb", "reason"],
                 registry=r,
             ),
-            snapshot_age=Gauge("apollo_extender_snapshot_age_seconds", "Age of the held APOLLO snapshot", registry=r),
+            snapshot_age=Gauge(
+                "apollo_extender_snapshot_age_seconds",
+                "Age of the held APOLLO snapshot (oldest worker)",
+                registry=r,
+                multiprocess_mode="max",
+            ),
             snapshot_generation=Gauge(
-                "apollo_extender_snapshot_generation", "Generation of the held APOLLO snapshot", registry=r
+                "apollo_extender_snapshot_generation",
+                "Generation of the held APOLLO snapshot (oldest worker)",
+                registry=r,
+                multiprocess_mode="min",
             ),
             snapshot_refresh_errors=Counter(
                 "apollo_extender_snapshot_refresh_errors_total", "Failed snapshot refreshes", ["code"], registry=r
@@ -61,7 +71,10 @@ class ExtenderMetrics:
                 "apollo_extender_filtered_nodes_total", "Nodes removed by filter", ["kind"], registry=r
             ),
             placements=Gauge(
-                "apollo_extender_hot_placements", "Pods bound since APOLLO's last sample, tracked", registry=r
+                "apollo_extender_hot_placements",
+                "Pods bound since APOLLO's last sample, tracked",
+                registry=r,
+                multiprocess_mode="max",
             ),
             results_reported=Counter(
                 "apollo_extender_scheduling_results_total",
@@ -70,3 +83,16 @@ class ExtenderMetrics:
                 registry=r,
             ),
         )
+
+
+def exposition(metrics: ExtenderMetrics) -> bytes:
+    """This process's metrics, or every gunicorn worker's aggregated when multiprocess mode is on.
+
+    Without aggregation a scrape would see whichever worker accepted the connection, and counters
+    would jump between workers' values.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(metrics.registry)

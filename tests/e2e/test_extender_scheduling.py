@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -141,7 +142,13 @@ def test_scheduler_places_pods_by_apollo_and_survives_outages(
         return bool(s.overload[s.nodes.index(hot)] and not s.overload[s.nodes.index(idle)])
 
     wait_for(verdicts, timeout=60, what="APOLLO to forecast overload on the hot node only, from Prometheus data")
-    wait_for(lambda: _ready(stack["url"]).get("apollo") == "ok", timeout=30, what="extender snapshot")
+    generation = apollo.engine.view.generation
+    wait_for(
+        lambda: (r := _ready(stack["url"])).get("apollo") == "ok" and (r.get("snapshot_generation") or 0) >= generation,
+        timeout=30,
+        what="extender to hold APOLLO's snapshot with those verdicts",
+    )
+    time.sleep(1.0)  # two refresh intervals: the other gunicorn worker holds it too
 
     names = [f"ranked-{i}" for i in range(4)]
     for name in names:
