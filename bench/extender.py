@@ -562,8 +562,12 @@ _COUNTERS = (
 )
 
 
+AGGREGATE = (-1.0,)
+
+
 def parse_worker_metrics(text: str) -> WorkerMetrics | None:
-    """None until this worker has served both verbs (no `_created` timestamp to identify it yet)."""
+    """One worker's metrics, or all workers' at once when the extender aggregates them (multiprocess
+    mode: no `_created` samples; identity AGGREGATE). None until both verbs have been served."""
     created: dict[str, float] = {}
     out = WorkerMetrics(identity=())
     for family in text_string_to_metric_families(text):
@@ -578,9 +582,9 @@ def parse_worker_metrics(text: str) -> WorkerMetrics | None:
             elif s.name in _COUNTERS:
                 labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
                 out.counters[f"{s.name.removeprefix('apollo_extender_')}{{{labels}}}"] = s.value
-    if not all(v in created for v in VERBS):
+    if not all(v in out.buckets for v in VERBS):
         return None
-    out.identity = tuple(created[v] for v in VERBS)
+    out.identity = tuple(created[v] for v in VERBS) if all(v in created for v in VERBS) else AGGREGATE
     return out
 
 
@@ -589,13 +593,13 @@ def scrape_workers(port: int, workers: int, timeout: float = 30.0) -> dict[tuple
     found: dict[tuple[float, ...], WorkerMetrics] = {}
     deadline = time.monotonic() + timeout
     with ThreadPoolExecutor(max_workers=4 * workers) as pool:
-        while len(found) < workers:
+        while len(found) < workers and AGGREGATE not in found:
             replies = pool.map(lambda _i: http_call(port, "GET", "/metrics"), range(4 * workers))
             for status, body in replies:
                 parsed = parse_worker_metrics(body.decode()) if status == 200 else None
                 if parsed is not None:
                     found[parsed.identity] = parsed
-            if len(found) < workers and time.monotonic() > deadline:
+            if len(found) < workers and AGGREGATE not in found and time.monotonic() > deadline:
                 raise RuntimeError(f"/metrics answered from {len(found)} of {workers} workers within {timeout:.0f}s")
     return found
 
@@ -615,7 +619,8 @@ def warm_workers(port: int, workers: int, body_parts: list[bytes], timeout: floa
         while True:
             list(pool.map(pair, range(4 * workers)))
             with contextlib.suppress(RuntimeError):
-                if len(scrape_workers(port, workers, timeout=2.0)) >= workers:
+                seen = scrape_workers(port, workers, timeout=2.0)
+                if len(seen) >= workers or AGGREGATE in seen:
                     return
             if time.monotonic() > deadline:
                 raise RuntimeError("could not reach every gunicorn worker with warm-up requests")

@@ -263,20 +263,22 @@ def test_policy_mode_annotated_asks_only_for_annotated_pods() -> None:
     assert _wants_policy("annotated", pod) and not _wants_policy("off", pod)
 
 
-def test_watcher_requests_from_client_objects() -> None:
-    from kubernetes import client
+def test_watcher_counts_a_binding_once_and_reports_scored_pods() -> None:
+    from extender.placements import PlacementLedger
+    from extender.pod_watcher import PodWatcher, bound_at
 
-    from extender.pod_watcher import requests_of
-
-    pod = client.V1Pod(
-        spec=client.V1PodSpec(
-            containers=[
-                client.V1Container(name="a", resources=client.V1ResourceRequirements(requests={"cpu": "250m"})),
-                client.V1Container(name="b", resources=client.V1ResourceRequirements(requests={"memory": "1Gi"})),
-            ],
-            init_containers=[
-                client.V1Container(name="i", resources=client.V1ResourceRequirements(requests={"cpu": "2"}))
-            ],
-        )
-    )
-    assert requests_of(pod) == (2.0, float(GiB))
+    ledger = PlacementLedger()
+    reports: list[Any] = []
+    watcher = PodWatcher(None, ledger, lambda uid: time.monotonic() - 0.5 if uid == "uid-p" else None, reports.append)
+    pod = _pod(cpu="2", memory="1Gi")
+    pod["spec"]["nodeName"] = "idle"
+    pod["status"] = {
+        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-22T08:00:00Z"}]
+    }
+    watcher.handle("ADDED", pod)
+    watcher.handle("MODIFIED", pod)
+    assert len(ledger) == 1 and ledger.usage_since(0) == {"idle": (2.0, float(GiB))}
+    assert len(reports) == 1 and reports[0].scheduled_node == "idle" and reports[0].scheduling_duration_ms >= 500
+    assert bound_at(pod) == 1795334400.0
+    watcher.handle("DELETED", pod)
+    assert len(ledger) == 0
