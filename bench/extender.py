@@ -110,6 +110,7 @@ from apolloctl.cluster import ClusterConfig, ExtenderConfig, LocalCluster, kwok_
 from apolloctl.cluster.build import ensure_binaries
 from apolloctl.cluster.process import free_port, kill_group
 from extender.apollo_client import snapshot_from_proto
+from extender.config import ExtenderSettings
 from extender.podspec import pod_demand
 from extender.protocol import decode_args, encode_filter_result, encode_priorities
 from extender.ranking import filter_nodes, prioritize_nodes
@@ -487,7 +488,7 @@ class ExtenderServer:
     watch_pods: bool
     kubeconfig: str = ""
     policy_enabled: bool = True
-    workers: int = 2
+    workers: int = ExtenderSettings().workers  # the production default
     port: int = 0
     popen: subprocess.Popen[bytes] | None = None
 
