@@ -10,9 +10,9 @@ import numpy as np
 
 from apollo.convert import timestamp
 from apollo.engine import Engine, EngineView
+from apollo.servicers import require_valid
 from apollo.v1 import apollo_pb2 as pb
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
-from apollo.validation import format_errors, validate_message
 
 MODEL_TYPE = "ets-damped-holt-winters (vectorised, empirical intervals)"
 _FIELDS = {"cpu": "cpu_usage", "memory": "memory_usage", "disk_io": "io_usage", "network": "network_usage"}
@@ -87,9 +87,7 @@ class ForecastServicer(pb_grpc.ForecastServiceServicer):
     def GetResourcePrediction(
         self, request: pb.PredictionRequest, context: grpc.ServicerContext
     ) -> pb.ResourcePrediction:
-        errors = validate_message(request)
-        if errors:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, format_errors(errors))
+        require_valid(request, context)
         horizon, confidence = self._defaults(request.horizon_minutes, request.confidence_level)
         pred = node_prediction(self.engine, self.engine.view, request.node_name, horizon, confidence)
         if pred is None:
@@ -100,9 +98,7 @@ class ForecastServicer(pb_grpc.ForecastServiceServicer):
     def GetClusterPrediction(
         self, request: pb.ClusterPredictionRequest, context: grpc.ServicerContext
     ) -> pb.ClusterPrediction:
-        errors = validate_message(request)
-        if errors:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, format_errors(errors))
+        require_valid(request, context)
         horizon, confidence = self._defaults(request.horizon_minutes, request.confidence_level)
         view = self.engine.view
         nodes = list(request.node_filters) or list(view.index)

@@ -14,9 +14,9 @@ from apollo.engine import Engine
 from apollo.metrics import ApolloMetrics
 from apollo.policy import request_id
 from apollo.scoring import score_pod
+from apollo.servicers import require_valid
 from apollo.v1 import apollo_pb2 as pb
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
-from apollo.validation import format_errors, validate_message
 
 log = logging.getLogger("apollo.orchestration")
 
@@ -29,9 +29,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationPolicyServiceServicer):
     def SubscribePolicies(
         self, request: pb.PolicySubscription, context: grpc.ServicerContext
     ) -> Iterator[pb.OrchestrationPolicy]:
-        errors = validate_message(request)
-        if errors:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, format_errors(errors))
+        require_valid(request, context)
         sub = self.engine.broker.subscribe(
             request.subscriber_id, frozenset(request.action_filters), frozenset(request.namespace_filters)
         )
@@ -48,9 +46,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationPolicyServiceServicer):
         self, request: pb.OrchestrationPolicyRequest, context: grpc.ServicerContext
     ) -> pb.OrchestrationPolicy:
         """Advice for one pod now (MIGRATE: the best target); not counted against the policy's caps."""
-        errors = validate_message(request)
-        if errors:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, format_errors(errors))
+        require_valid(request, context)
         if request.requested_action not in (pb.ORCHESTRATION_ACTION_UNSPECIFIED, pb.ORCHESTRATION_ACTION_MIGRATE):
             context.abort(
                 grpc.StatusCode.UNIMPLEMENTED,
@@ -98,9 +94,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationPolicyServiceServicer):
         return policy_to_wire(decision)
 
     def ReportExecutionResult(self, request: pb.ExecutionResult, context: grpc.ServicerContext) -> pb.ReportResponse:
-        errors = validate_message(request)
-        if errors:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, format_errors(errors))
+        require_valid(request, context)
         known = self.engine.record_result(request.request_id, request.success)
         log.info(
             "execution result",

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from apollo.domain import PodDemand
@@ -41,6 +42,13 @@ def _identity_errors(errors: list[FieldError]) -> list[FieldError]:
 
 def _abort_invalid(context: grpc.ServicerContext, errors: list[FieldError]) -> None:
     context.abort(grpc.StatusCode.INVALID_ARGUMENT, format_errors(errors))
+
+
+def require_valid(message: Message, context: grpc.ServicerContext) -> None:
+    """End the call with INVALID_ARGUMENT naming every bad field; return when the message is valid."""
+    errors = validate_message(message)
+    if errors:
+        _abort_invalid(context, errors)
 
 
 class InsightServicer(pb_grpc.InsightServiceServicer):
@@ -169,18 +177,14 @@ class SchedulingServicer(pb_grpc.SchedulingPolicyServiceServicer):
     def GetNodeScoreSnapshot(
         self, request: pb.NodeScoreSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.NodeScoreSnapshot:
-        errors = validate_message(request)
-        if errors:
-            _abort_invalid(context, errors)
+        require_valid(request, context)
         return snapshot_message(self.engine.view, request, self.engine.settings.forecast.horizon_minutes)
 
     def GetSchedulingPolicy(
         self, request: pb.SchedulingPolicyRequest, context: grpc.ServicerContext
     ) -> pb.SchedulingPolicy:
         """Per-pod scores 0-100 with reasons, from the risk-aware scoring over the pod's horizon."""
-        errors = validate_message(request)
-        if errors:
-            _abort_invalid(context, errors)
+        require_valid(request, context)
         view = self.engine.view
         settings = self.engine.settings.forecast
         now = self.engine.clock()
@@ -236,8 +240,6 @@ class SchedulingServicer(pb_grpc.SchedulingPolicyServiceServicer):
         return policy
 
     def ReportSchedulingResult(self, request: pb.SchedulingResult, context: grpc.ServicerContext) -> pb.ReportResponse:
-        errors = validate_message(request)
-        if errors:
-            _abort_invalid(context, errors)
+        require_valid(request, context)
         self.metrics.scheduling_results.labels("success" if request.success else "failure").inc()
         return pb.ReportResponse(success=True, message="recorded", request_id=request.request_id)

@@ -114,16 +114,23 @@ def _wrapper_key() -> str:
     return f"{K8S_VERSION}-{digest}"
 
 
-def build_kube_all(log: Log = print) -> Path:
-    """The combined control-plane binary, built on first use (minutes) and reused afterwards."""
-    root = cache_root() / f"k8s-{_wrapper_key()}"
-    binary = root / "bin" / "kube-all"
+def _cached(binary: Path, build: Callable[[str], None]) -> Path:
+    """Return `binary` if the cache has it, else build it once under the cache-wide lock."""
     if binary.exists():
         return binary
     go = _go()
     with _locked(cache_root() / "build.lock"):
-        if binary.exists():
-            return binary
+        if not binary.exists():  # another process may have built it while we waited
+            build(go)
+    return binary
+
+
+def build_kube_all(log: Log = print) -> Path:
+    """The combined control-plane binary, built on first use (minutes) and reused afterwards."""
+    root = cache_root() / f"k8s-{_wrapper_key()}"
+    binary = root / "bin" / "kube-all"
+
+    def build(go: str) -> None:
         src = root / "src"
         src.mkdir(parents=True, exist_ok=True)
         build_log = root / "build.log"
@@ -156,18 +163,15 @@ def build_kube_all(log: Log = print) -> Path:
             env,
         )
         tmp.rename(binary)
-    return binary
+
+    return _cached(binary, build)
 
 
 def build_kwok(log: Log = print) -> Path:
     root = cache_root() / f"kwok-{KWOK_VERSION}"
     binary = root / "bin" / "kwok"
-    if binary.exists():
-        return binary
-    go = _go()
-    with _locked(cache_root() / "build.lock"):
-        if binary.exists():
-            return binary
+
+    def build(go: str) -> None:
         root.mkdir(parents=True, exist_ok=True)
         build_log = root / "build.log"
         log(f"building kwok {KWOK_VERSION} from Go modules (first run only; log: {build_log})")
@@ -184,7 +188,8 @@ def build_kwok(log: Log = print) -> Path:
         )
         (root / "bin").mkdir(exist_ok=True)
         (tmpbin / "kwok").rename(binary)
-    return binary
+
+    return _cached(binary, build)
 
 
 def ensure_prometheus(log: Log = print) -> Path:
