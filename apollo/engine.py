@@ -233,28 +233,21 @@ class Engine:
             z = abs(float(step.zscore[i])) if np.isfinite(step.zscore[i]) else 0.0
             anomaly_z[node] = max(anomaly_z.get(node, 0.0), z)
         nodes = sorted({k[0] for k in fc_keys})
-        index = {n: i for i, n in enumerate(nodes)}
         capacity = self._capacity(nodes, cluster, insights)
         outlooks = node_outlooks(
             fc_keys, mean, lower, upper, capacity, cluster.pods, anomaly_z, cluster.node_labels,
             f.step_seconds, self.bank_config.anomaly_z,
         )  # fmt: skip
         table = NodeTable.build(outlooks, insights)
-        h = fc.mean.shape[1]
-        per_resource = {r: np.full((len(nodes), h), np.nan) for r in ("cpu", "memory")}
-        for row, (node, resource) in enumerate(fc_keys):
-            if resource in per_resource:
-                per_resource[resource][index[node]] = upper[row]
+        # The snapshot reads the same per-node matrices the per-pod scoring uses (built once per tick).
         scores = score_nodes(
-            nodes,
-            np.clip(per_resource["cpu"], 0, None),
-            np.clip(per_resource["memory"], 0, None),
-            np.array([capacity[n].cpu_cores if n in capacity and capacity[n].cpu_cores > 0 else np.nan for n in nodes]),
-            np.array(
-                [capacity[n].memory_bytes if n in capacity and capacity[n].memory_bytes > 0 else np.nan for n in nodes]
-            ),
+            list(table.nodes),
+            np.clip(table.cpu_upper, 0, None),
+            np.clip(table.memory_upper, 0, None),
+            table.cpu_capacity,
+            table.memory_capacity,
             f.overload_threshold,
-            min(self.overload_steps, h),
+            min(self.overload_steps, table.horizon),
         )
         decisions = PolicyOutput()
         if not warming:
@@ -281,7 +274,7 @@ class Engine:
             reactive=reactive,
             mase=acc.mase,
             coverage=acc.coverage,
-            index=index,
+            index=dict(table.index),
             table=table,
             cluster=cluster,
             insights=insights,

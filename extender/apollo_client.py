@@ -62,7 +62,6 @@ class Refresher(threading.Thread):
         metrics: ExtenderMetrics,
         interval: float,
         timeout: float,
-        on_snapshot: list[object] | None = None,
     ) -> None:
         super().__init__(name="apollo-snapshot-refresher", daemon=True)
         self.stub = stub
@@ -71,7 +70,6 @@ class Refresher(threading.Thread):
         self.interval = interval
         self.timeout = timeout
         self._stop_event = threading.Event()
-        self.listeners: list[object] = on_snapshot or []
 
     def refresh_once(self) -> bool:
         held = self.store.current
