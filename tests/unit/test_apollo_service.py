@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -97,6 +98,45 @@ def test_snapshot_ranks_idle_above_busy_and_flags_overload(apollo: tuple[Apollo,
     assert prefs["hot"].score == 0 and not prefs["hot"].infeasible and "threshold" in prefs["hot"].reason
     assert "with pod" in prefs["idle"].reason
     assert not prefs["idle"].infeasible and prefs["x"].score == 50 and not prefs["x"].infeasible
+
+
+def test_columnar_snapshot_carries_the_same_scores_as_the_per_node_form(
+    apollo: tuple[Apollo, ScriptedProm, grpc.Channel],
+) -> None:
+    running, prom, channel = apollo
+    prom.values = {
+        "cpu": {"idle": 0.1, "busy": 0.6, "hot": 0.97, "bare": 0.3},
+        "memory": {"idle": 0.2, "busy": 0.5, "hot": 0.95, "bare": 0.3},
+    }
+    insight = pb_grpc.InsightServiceStub(channel)
+    for node in ("idle", "busy", "hot"):  # "bare" has no reported capacity: headroom unknown
+        insight.ReportClusterInsight(
+            pb.ClusterInsight(
+                node_name=node,
+                node_resources=pb.NodeResources(cpu_allocatable_cores=16, memory_allocatable_bytes=64 * 2**30),
+            )
+        )
+    for _ in range(5):
+        running.engine.run_tick()
+    stub = pb_grpc.SchedulingPolicyServiceStub(channel)
+    rows = {n.node_name: n for n in stub.GetNodeScoreSnapshot(pb.NodeScoreSnapshotRequest()).nodes}
+    reply = stub.GetNodeScoreSnapshot(pb.NodeScoreSnapshotRequest(columnar=True))
+    assert not reply.nodes and reply.HasField("columns")
+    c = reply.columns
+    assert sorted(c.node_names) == sorted(rows)
+    for i, name in enumerate(c.node_names):
+        row = rows[name]
+        assert (c.score[i], c.predicted_overload[i]) == (row.score, row.predicted_overload)
+        assert c.predicted_cpu_upper_percent[i] == pytest.approx(row.predicted_cpu_upper_percent)
+        if name == "bare":
+            assert math.isnan(c.cpu_headroom_cores[i]) and math.isnan(c.cpu_allocatable_cores[i])
+            assert row.cpu_allocatable_cores == 0
+        else:
+            assert c.cpu_headroom_cores[i] == pytest.approx(row.cpu_headroom_cores)
+            assert c.memory_allocatable_bytes[i] == pytest.approx(row.memory_allocatable_bytes)
+    assert dict(c.overload_reasons) == {"hot": rows["hot"].reason}
+    only = stub.GetNodeScoreSnapshot(pb.NodeScoreSnapshotRequest(columnar=True, node_names=["hot", "nope", "idle"]))
+    assert sorted(only.columns.node_names) == ["hot", "idle"] and len(only.columns.score) == 2
 
 
 def test_prometheus_outage_turns_snapshot_stale_and_neutral(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -10,6 +11,7 @@ import grpc
 import orjson
 import pytest
 
+from apollo.v1 import apollo_pb2 as pb
 from common.quantity import parse_quantity
 from extender.app import ExtenderState, create_app
 from extender.config import ExtenderSettings, load_settings
@@ -58,7 +60,7 @@ def app_and_state() -> tuple[Any, ExtenderState]:
     app = create_app(settings, channel=grpc.insecure_channel("127.0.0.1:1"), start_background=False)
     state: ExtenderState = app.extensions["apollo"]
     state.store.replace(
-        Snapshot(
+        Snapshot.from_entries(
             generation=1,
             created_at=time.time() - 5,
             nodes={
@@ -127,7 +129,7 @@ def test_stale_snapshot_fails_open(app_and_state: tuple[Any, ExtenderState]) -> 
     client, state = app_and_state
     snap = state.store.current
     assert snap is not None
-    state.store.replace(Snapshot(snap.generation, snap.created_at, snap.nodes, stale=True, stale_reason="prom down"))
+    state.store.replace(dataclasses.replace(snap, stale=True, stale_reason="prom down"))
     out = _post(client, "filter", {"Pod": _pod(), "NodeNames": ["idle", "hot"]}).get_json()
     assert out["NodeNames"] == ["idle", "hot"]
     pri = _post(client, "prioritize", {"Pod": _pod(), "NodeNames": ["idle", "hot"]}).get_json()
@@ -282,3 +284,48 @@ def test_watcher_counts_a_binding_once_and_reports_scored_pods() -> None:
     assert bound_at(pod) == 1795334400.0
     watcher.handle("DELETED", pod)
     assert len(ledger) == 0
+
+
+class _SnapshotStub:
+    def __init__(self, reply: pb.NodeScoreSnapshot) -> None:
+        self.reply = reply
+        self.requests: list[pb.NodeScoreSnapshotRequest] = []
+
+    def GetNodeScoreSnapshot(self, request: pb.NodeScoreSnapshotRequest, timeout: float) -> pb.NodeScoreSnapshot:
+        self.requests.append(request)
+        return self.reply
+
+
+def test_refresher_builds_the_snapshot_from_columns_and_refuses_ragged_ones() -> None:
+    from extender.apollo_client import Refresher
+    from extender.metrics import ExtenderMetrics
+    from extender.snapshot import SnapshotStore
+
+    reply = pb.NodeScoreSnapshot(generation=4)
+    c = reply.columns
+    c.node_names.extend(["a", "b"])
+    c.score.extend([80, 10])
+    c.predicted_overload.extend([False, True])
+    c.cpu_headroom_cores.extend([6.0, math.nan])
+    c.memory_headroom_bytes.extend([8 * GiB, math.nan])
+    c.cpu_allocatable_cores.extend([8.0, math.nan])
+    c.memory_allocatable_bytes.extend([16 * GiB, math.nan])
+    c.overload_reasons["b"] = "cpu p90 forecast 97 pct"
+    stub = _SnapshotStub(reply)
+    store, metrics = SnapshotStore(), ExtenderMetrics.create()
+    refresher = Refresher(stub, store, metrics, interval=1, timeout=1)  # type: ignore[arg-type]
+    assert refresher.refresh_once() and stub.requests[0].columnar
+    snap = store.current
+    assert snap is not None and snap.generation == 4 and len(snap) == 2
+    a, b = snap.entry("a"), snap.entry("b")
+    assert a is not None and (a.score, a.overload, a.cpu_headroom_cores) == (80, False, 6.0)
+    assert b is not None and b.overload and b.reason == "cpu p90 forecast 97 pct" and math.isnan(b.cpu_headroom_cores)
+    assert stub.requests[-1].known_generation == 0
+    # A ragged answer (a column shorter than the names) is refused; the held snapshot stays.
+    ragged = pb.NodeScoreSnapshot(generation=5)
+    ragged.columns.node_names.extend(["a", "b"])
+    ragged.columns.score.extend([1])
+    stub.reply = ragged
+    assert not refresher.refresh_once()
+    assert store.current is snap and store.last_error == "MALFORMED"
+    assert stub.requests[-1].known_generation == 4

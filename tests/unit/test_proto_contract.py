@@ -286,10 +286,17 @@ EXTENSION_MESSAGES: dict[str, str] = {
     "ExecutionResult": (
         "7 pod_name string; 8 pod_namespace string; 9 source_node string; 10 target_node string; 11 migration_id string"
     ),
-    "NodeScoreSnapshotRequest": "1 node_names []string; 2 known_generation int64",
+    "NodeScoreSnapshotRequest": "1 node_names []string; 2 known_generation int64; 3 columnar bool",
     "NodeScoreSnapshot": (
         "1 generation int64; 2 created_at Timestamp; 3 stale bool; 4 nodes []NodeScore; "
-        "5 horizon_minutes int32; 6 mode ForecastMode; 7 not_modified bool; 8 stale_reason string"
+        "5 horizon_minutes int32; 6 mode ForecastMode; 7 not_modified bool; 8 stale_reason string; "
+        "9 columns NodeScoreColumns"
+    ),
+    "NodeScoreColumns": (
+        "1 node_names []string; 2 score []int32; 3 predicted_overload []bool; 4 cpu_headroom_cores []double; "
+        "5 memory_headroom_bytes []double; 6 cpu_allocatable_cores []double; 7 memory_allocatable_bytes []double; "
+        "8 predicted_cpu_upper_percent []double; 9 predicted_memory_upper_percent []double; "
+        "10 overload_reasons map<string,string>"
     ),
     "NodeScore": (
         "1 node_name string; 2 score int32; 3 reason string; 4 predicted_overload bool; "
