@@ -274,5 +274,19 @@ class SchedulingServicer(pb_grpc.SchedulingPolicyServiceServicer):
 
     def ReportSchedulingResult(self, request: pb.SchedulingResult, context: grpc.ServicerContext) -> pb.ReportResponse:
         require_valid(request, context)
-        self.metrics.scheduling_results.labels("success" if request.success else "failure").inc()
+        self._record_result(request)
         return pb.ReportResponse(success=True, message="recorded", request_id=request.request_id)
+
+    def StreamSchedulingResults(
+        self, request_iterator: Iterator[pb.SchedulingResult], context: grpc.ServicerContext
+    ) -> pb.StreamResponse:
+        return _drain(request_iterator, self._accept_result)
+
+    def _accept_result(self, result: pb.SchedulingResult) -> list[FieldError]:
+        errors = validate_message(result)
+        if not errors:
+            self._record_result(result)
+        return errors
+
+    def _record_result(self, result: pb.SchedulingResult) -> None:
+        self.metrics.scheduling_results.labels("success" if result.success else "failure").inc()

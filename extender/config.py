@@ -33,7 +33,11 @@ class ExtenderSettings:
     kubeconfig: str = ""
     max_body_bytes: int = 64 * 2**20
     max_nodes: int = 20_000
-    workers: int = 2
+    # One worker: kube-scheduler calls an extender from its single scheduling loop, one request at a
+    # time, so a second worker adds no throughput, only a second pod watch and snapshot copy (each
+    # worker needs its own) on the cores kube-scheduler needs. Scale out with replicas instead.
+    workers: int = 1
+    # Threads serve probes and /metrics beside the verbs, and the rare concurrent scheduler profile.
     threads: int = 8
     log_level: str = "INFO"
 

@@ -254,6 +254,11 @@ class SchedulingPolicyServiceStub:
                 request_serializer=apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshotRequest.SerializeToString,
                 response_deserializer=apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshot.FromString,
                 _registered_method=True)
+        self.StreamSchedulingResults = channel.stream_unary(
+                '/apollo.SchedulingPolicyService/StreamSchedulingResults',
+                request_serializer=apollo_dot_v1_dot_apollo__pb2.SchedulingResult.SerializeToString,
+                response_deserializer=apollo_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulingPolicyServiceServicer:
@@ -281,6 +286,15 @@ class SchedulingPolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamSchedulingResults(self, request_iterator, context):
+        """Extension (not in the seed contract): a batch of SchedulingResults on one client stream, as
+        StreamClusterInsights does for insights, so an extender reporting every binding of a burst pays one
+        call per batch instead of one per pod. Invalid messages are rejected alone and counted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulingPolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +312,11 @@ def add_SchedulingPolicyServiceServicer_to_server(servicer, server):
                     servicer.GetNodeScoreSnapshot,
                     request_deserializer=apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshotRequest.FromString,
                     response_serializer=apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshot.SerializeToString,
+            ),
+            'StreamSchedulingResults': grpc.stream_unary_rpc_method_handler(
+                    servicer.StreamSchedulingResults,
+                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.SchedulingResult.FromString,
+                    response_serializer=apollo_dot_v1_dot_apollo__pb2.StreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -382,6 +401,33 @@ class SchedulingPolicyService:
             '/apollo.SchedulingPolicyService/GetNodeScoreSnapshot',
             apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshotRequest.SerializeToString,
             apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamSchedulingResults(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/apollo.SchedulingPolicyService/StreamSchedulingResults',
+            apollo_dot_v1_dot_apollo__pb2.SchedulingResult.SerializeToString,
+            apollo_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

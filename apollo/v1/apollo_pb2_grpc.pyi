@@ -113,6 +113,11 @@ class SchedulingPolicyServiceStub:
     extender's background thread so its filter/prioritize hot path is a dictionary lookup and never waits
     on APOLLO per pod. See NodeScoreSnapshotRequest.known_generation for the cheap "unchanged" answer.
     """
+    StreamSchedulingResults: _grpc.StreamUnaryMultiCallable[_apollo_pb2.SchedulingResult, _apollo_pb2.StreamResponse]
+    """Extension (not in the seed contract): a batch of SchedulingResults on one client stream, as
+    StreamClusterInsights does for insights, so an extender reporting every binding of a burst pays one
+    call per batch instead of one per pod. Invalid messages are rejected alone and counted.
+    """
 
 @_typing.type_check_only
 class SchedulingPolicyServiceAsyncStub(SchedulingPolicyServiceStub):
@@ -125,6 +130,11 @@ class SchedulingPolicyServiceAsyncStub(SchedulingPolicyServiceStub):
     """Extension (not in the seed contract): one compact score per node, refreshed by the scheduler
     extender's background thread so its filter/prioritize hot path is a dictionary lookup and never waits
     on APOLLO per pod. See NodeScoreSnapshotRequest.known_generation for the cheap "unchanged" answer.
+    """
+    StreamSchedulingResults: _aio.StreamUnaryMultiCallable[_apollo_pb2.SchedulingResult, _apollo_pb2.StreamResponse]  # type: ignore[assignment]
+    """Extension (not in the seed contract): a batch of SchedulingResults on one client stream, as
+    StreamClusterInsights does for insights, so an extender reporting every binding of a burst pays one
+    call per batch instead of one per pod. Invalid messages are rejected alone and counted.
     """
 
 class SchedulingPolicyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -153,6 +163,17 @@ class SchedulingPolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         """Extension (not in the seed contract): one compact score per node, refreshed by the scheduler
         extender's background thread so its filter/prioritize hot path is a dictionary lookup and never waits
         on APOLLO per pod. See NodeScoreSnapshotRequest.known_generation for the cheap "unchanged" answer.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamSchedulingResults(
+        self,
+        request_iterator: _MaybeAsyncIterator[_apollo_pb2.SchedulingResult],
+        context: _ServicerContext,
+    ) -> _typing.Union[_apollo_pb2.StreamResponse, _abc.Awaitable[_apollo_pb2.StreamResponse]]:
+        """Extension (not in the seed contract): a batch of SchedulingResults on one client stream, as
+        StreamClusterInsights does for insights, so an extender reporting every binding of a burst pays one
+        call per batch instead of one per pod. Invalid messages are rejected alone and counted.
         """
 
 def add_SchedulingPolicyServiceServicer_to_server(servicer: SchedulingPolicyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

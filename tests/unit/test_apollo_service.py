@@ -318,3 +318,53 @@ def test_cluster_insight_stream_and_scheduling_result(apollo: tuple[Apollo, Scri
     with pytest.raises(grpc.RpcError) as err:
         sched.ReportSchedulingResult(pb.SchedulingResult(pod_namespace="ns", scheduling_duration_ms=-1))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_extender_reports_scheduling_results_in_batches_and_bad_ones_alone(
+    apollo: tuple[Apollo, ScriptedProm, grpc.Channel],
+) -> None:
+    from extender.apollo_client import ResultReporter
+    from extender.metrics import ExtenderMetrics
+
+    running, _, channel = apollo
+    metrics = ExtenderMetrics.create()
+    reporter = ResultReporter(pb_grpc.SchedulingPolicyServiceStub(channel), metrics, timeout=5, linger=0.05)
+    for i in range(3):
+        reporter.submit(pb.SchedulingResult(pod_name=f"p{i}", pod_namespace="ns", scheduled_node="n", success=True))
+    reporter.submit(pb.SchedulingResult(pod_name="", pod_namespace="ns"))  # invalid: rejected alone
+    batch = reporter.next_batch()
+    assert len(batch) == 4
+    reporter.send(batch)
+    sent = metrics.registry.get_sample_value("apollo_extender_scheduling_results_total", {"outcome": "sent"})
+    rejected = metrics.registry.get_sample_value("apollo_extender_scheduling_results_total", {"outcome": "rejected"})
+    assert (sent, rejected) == (3, 1)
+    recorded = running.metrics.registry.get_sample_value("apollo_scheduling_results_total", {"outcome": "success"})
+    assert recorded == 3
+
+
+def test_result_reporter_falls_back_to_unary_calls_for_an_older_apollo() -> None:
+    from extender.apollo_client import ResultReporter
+    from extender.metrics import ExtenderMetrics
+
+    class Unimplemented(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.UNIMPLEMENTED
+
+    class OldApollo:
+        def __init__(self) -> None:
+            self.unary: list[str] = []
+
+        def StreamSchedulingResults(self, results: Any, timeout: float) -> pb.StreamResponse:
+            raise Unimplemented()
+
+        def ReportSchedulingResult(self, result: pb.SchedulingResult, timeout: float) -> pb.ReportResponse:
+            self.unary.append(result.pod_name)
+            return pb.ReportResponse(success=True)
+
+    stub = OldApollo()
+    metrics = ExtenderMetrics.create()
+    reporter = ResultReporter(stub, metrics, timeout=1, linger=0)  # type: ignore[arg-type]
+    reporter.send([pb.SchedulingResult(pod_name="a", pod_namespace="ns")])
+    reporter.send([pb.SchedulingResult(pod_name="b", pod_namespace="ns")])
+    assert stub.unary == ["a", "b"]
+    assert metrics.registry.get_sample_value("apollo_extender_scheduling_results_total", {"outcome": "sent"}) == 2

@@ -310,7 +310,10 @@ EXTENSION_ENUMS: dict[str, str] = {
     "ForecastMode": "FORECAST_MODE_UNSPECIFIED=0, FORECAST_MODE_PREDICTIVE=1, FORECAST_MODE_REACTIVE=2",
 }
 EXTENSION_SERVICES: dict[str, str] = {
-    "SchedulingPolicyService": "GetNodeScoreSnapshot(NodeScoreSnapshotRequest) -> NodeScoreSnapshot",
+    "SchedulingPolicyService": (
+        "GetNodeScoreSnapshot(NodeScoreSnapshotRequest) -> NodeScoreSnapshot; "
+        "StreamSchedulingResults(stream SchedulingResult) -> StreamResponse"
+    ),
 }
 
 _SCALARS = {
@@ -618,6 +621,12 @@ class _SchedulingServicer(apollo_pb2_grpc.SchedulingPolicyServiceServicer):
         snapshot = apollo_pb2.NodeScoreSnapshot(generation=7, mode=apollo_pb2.FORECAST_MODE_PREDICTIVE)
         snapshot.nodes.add(node_name="n1", score=80, predicted_cpu_upper_percent=41.5)
         return snapshot
+
+    def StreamSchedulingResults(
+        self, request_iterator: Iterator[apollo_pb2.SchedulingResult], context: grpc.ServicerContext
+    ) -> apollo_pb2.StreamResponse:
+        received = sum(1 for _ in request_iterator)
+        return apollo_pb2.StreamResponse(messages_received=received, messages_processed=received, status="ok")
 
 
 class _InsightServicer(apollo_pb2_grpc.InsightServiceServicer):
