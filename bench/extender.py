@@ -107,7 +107,7 @@ from apollo.server import serve
 from apollo.v1 import apollo_pb2 as pb
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ClusterConfig, ExtenderConfig, LocalCluster, kwok_node
-from apolloctl.cluster.build import ensure_binaries
+from apolloctl.cluster.build import build_go_tool, ensure_binaries
 from apolloctl.cluster.process import free_port, kill_group
 from extender.apollo_client import snapshot_from_proto
 from extender.config import ExtenderSettings
@@ -1285,14 +1285,74 @@ def _extender_report(delta: Delta, pods: int, label: str) -> Json:
     return {"server": consulted, "per_worker_requests": delta.per_worker_requests, "counters": delta.counters}
 
 
-def measure_scheduling(apollo: ApolloHandle, workdir: Path, nodes: int, pods: int, drain: bool) -> Json:
-    """Without, then with the extender, on one local control plane (and the drain variant if asked)."""
+class NoopExtender:
+    """bench/noop_extender (Go, standard library): the extender protocol with no work behind it.
+
+    kube-scheduler with it shows what the protocol itself costs on this machine (two HTTP round trips
+    and the JSON on kube-scheduler's side per pod), the floor under any extender's ratio.
+    """
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.port = 0
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NoopExtender:
+        binary = build_go_tool("noop-extender", Path(__file__).resolve().parent / "noop_extender", log=say)
+        self.port = free_port()
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                [str(binary), f"127.0.0.1:{self.port}"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        wait_until(lambda: self._ok("/healthz"), 30, "the no-op extender")
+        return self
+
+    def _ok(self, path: str) -> bool:
+        try:
+            return http_call(self.port, "GET", path, timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def served(self) -> dict[str, int]:
+        status, body = http_call(self.port, "GET", "/stats")
+        if status != 200:
+            raise RuntimeError(f"no-op extender /stats answered {status}")
+        return {k: int(v) for k, v in orjson.loads(body).items()}
+
+    def stop(self) -> None:
+        if self.popen is not None:
+            kill_group(self.popen.pid, 5.0, self.popen)
+            self.popen = None
+
+
+def _extender_config(port: int) -> ExtenderConfig:
+    return ExtenderConfig(
+        url_prefix=f"http://127.0.0.1:{port}", weight=5, node_cache_capable=True, ignorable=True, http_timeout="2s"
+    )
+
+
+CONFIGS = ("without", "noop", "with")
+LABELS = {"without": "without extender", "noop": "no-op extender", "with": "with extender"}
+
+
+def measure_scheduling(apollo: ApolloHandle, workdir: Path, nodes: int, pods: int, drain: bool, repeats: int) -> Json:
+    """Without any extender, with the no-op one, with ours, interleaved `repeats` times on one control plane.
+
+    Interleaving spreads drift (etcd growth, caches) over all three; medians over the repeats are the
+    figures. The drain variant, if asked, runs once per configuration.
+    """
     ensure_binaries(lambda _m: None)
     cluster = LocalCluster(ClusterConfig(run_dir=workdir / "cluster"), log=lambda _m: None)
     extender: ExtenderServer | None = None
+    noop: NoopExtender | None = None
     meter = CpuMeter({apollo.pid: "apollo"})
     t_start = time.monotonic()
-    out: Json = {"nodes": nodes, "pods": pods}
+    out: Json = {"nodes": nodes, "pods": pods, "repeats": repeats}
     cluster.start()
     try:
         assert cluster.pki is not None
@@ -1315,58 +1375,72 @@ def measure_scheduling(apollo: ApolloHandle, workdir: Path, nodes: int, pods: in
         schedule_run(kube, SCHED_NAMESPACE, "warmup", max(20, pods // 20), timeout, meter)
         delete_pods(kube, SCHED_NAMESPACE)
 
-        def stop_scheduler() -> None:
-            proc = cluster.processes.get("kube-scheduler")
-            if proc is not None:
-                proc.stop()
-
-        def run(
-            prefix: str, label: str, extenders: tuple[ExtenderConfig, ...], drain_mode: bool, last: bool = False
-        ) -> Json:
-            if drain_mode:
-                stop_scheduler()
-                r = schedule_run(
-                    kube, SCHED_NAMESPACE, prefix, pods, timeout, meter, lambda: cluster.restart_scheduler(extenders)
-                )
-            else:
-                cluster.restart_scheduler(extenders)  # both runs start from a fresh kube-scheduler
-                r = schedule_run(kube, SCHED_NAMESPACE, prefix, pods, timeout, meter)
-            say(_run_line(f"{label:<16}", r))
-            if not last:  # after the last run the whole cluster goes
-                delete_pods(kube, SCHED_NAMESPACE)
-            return r
-
-        out["without"] = run("without", "without extender", (), False)
-        if drain:
-            out["drain_without"] = run("drain-without", "without (drain)", (), True)
-
         extender = ExtenderServer(
             workdir / "extender-sched.log", apollo.address, watch_pods=True, kubeconfig=str(cluster.kubeconfig)
         ).start()
         assert extender.popen is not None
         meter.roots[extender.popen.pid] = "extender"
+        noop = NoopExtender(workdir / "noop-extender.log").start()
+        assert noop.popen is not None
+        meter.roots[noop.popen.pid] = "noop-extender"
         extender.wait_ready()
         warm_workers(extender.port, extender.workers, args_template(nodes))
-        ext = (
-            ExtenderConfig(
-                url_prefix=f"http://127.0.0.1:{extender.port}",
-                weight=5,
-                node_cache_capable=True,
-                ignorable=True,
-                http_timeout="2s",
-            ),
-        )
-        before = scrape_workers(extender.port, extender.workers)
-        out["with"] = run("with", "with extender", ext, False, last=not drain)
-        after = scrape_workers(extender.port, extender.workers)
-        out["extender_during_with"] = _extender_report(metrics_delta(before, after), pods, "the WITH run")
+        extenders = {
+            "without": (),
+            "noop": (_extender_config(noop.port),),
+            "with": (_extender_config(extender.port),),
+        }
+        assert extender is not None and noop is not None
+        ours, floor = extender, noop
+
+        def run(config: str, prefix: str, drain_mode: bool) -> Json:
+            before_noop = floor.served() if config == "noop" else {}
+            before = scrape_workers(ours.port, ours.workers) if config == "with" else {}
+            if drain_mode:
+                proc = cluster.processes.get("kube-scheduler")
+                if proc is not None:
+                    proc.stop()
+                r = schedule_run(
+                    kube,
+                    SCHED_NAMESPACE,
+                    prefix,
+                    pods,
+                    timeout,
+                    meter,
+                    lambda: cluster.restart_scheduler(extenders[config]),
+                )
+            else:
+                cluster.restart_scheduler(extenders[config])  # every run starts from a fresh kube-scheduler
+                r = schedule_run(kube, SCHED_NAMESPACE, prefix, pods, timeout, meter)
+            say(_run_line(f"{LABELS[config] + (' (drain)' if drain_mode else ''):<24}", r))
+            if config == "with":
+                after = scrape_workers(ours.port, ours.workers)
+                r["extender"] = _extender_report(metrics_delta(before, after), pods, f"run {prefix}")
+            elif config == "noop":
+                served = {k: v - before_noop.get(k, 0) for k, v in floor.served().items()}
+                if min(served.values()) < pods:
+                    raise RuntimeError(f"run {prefix}: the no-op extender was consulted only {served}")
+                r["noop_served"] = served
+            delete_pods(kube, SCHED_NAMESPACE)
+            return r
+
+        burst: dict[str, list[Json]] = {c: [] for c in CONFIGS}
+        for rep in range(repeats):
+            for config in CONFIGS:
+                burst[config].append(run(config, f"{config}-{rep}", False))
+        out["runs"] = burst
+        for config in CONFIGS:
+            out[config] = {
+                "pods_per_s": round(statistics.median(r["pods_per_s"] for r in burst[config]), 1),
+                "pods_per_s_each": [r["pods_per_s"] for r in burst[config]],
+            }
         if drain:
-            out["drain_with"] = run("drain-with", "with (drain)", ext, True, last=True)
-            final = scrape_workers(extender.port, extender.workers)
-            out["extender_during_drain_with"] = _extender_report(metrics_delta(after, final), pods, "the drain run")
+            for config in CONFIGS:
+                out[f"drain_{config}"] = run(config, f"drain-{config}", True)
     finally:
-        if extender is not None:
-            extender.stop()
+        for server in (extender, noop):
+            if server is not None:
+                server.stop()
         cluster.stop()
     out["wall_s"] = round(time.monotonic() - t_start, 1)
     return out
@@ -1398,6 +1472,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sched-pods", type=int, help="pods per run (default 1000, quick 200)")
     parser.add_argument("--skip-sched", action="store_true", help="latency part only")
     parser.add_argument("--skip-latency", action="store_true", help="scheduling part only (for iterating on it)")
+    parser.add_argument("--sched-repeats", type=int, help="interleaved repeats of the burst runs (default 2, quick 1)")
     parser.add_argument(
         "--apollo-tick-s",
         type=float,
@@ -1464,21 +1539,28 @@ def main(argv: list[str] | None = None) -> int:
             result["part1_wall_s"] = round(time.monotonic() - t0, 1)
             if not args.skip_sched:
                 say(f"part 2: kube-scheduler throughput, {sched_nodes} kwok nodes, {sched_pods} pods per run")
-                sched = measure_scheduling(apollo, workdir, sched_nodes, sched_pods, drain=extras)
-                with_rate, without_rate = sched["with"]["pods_per_s"], sched["without"]["pods_per_s"]
+                repeats = args.sched_repeats or (1 if args.quick else 2)
+                sched = measure_scheduling(apollo, workdir, sched_nodes, sched_pods, drain=extras, repeats=repeats)
+                rate = {c: sched[c]["pods_per_s"] for c in CONFIGS}
                 result.update(
                     sched_nodes=sched_nodes,
                     sched_pods=sched_pods,
-                    sched_pods_per_s_with=with_rate,
-                    sched_pods_per_s_without=without_rate,
-                    sched_throughput_ratio=round(with_rate / without_rate, 3),
+                    sched_repeats=repeats,
+                    sched_pods_per_s_with=rate["with"],
+                    sched_pods_per_s_without=rate["without"],
+                    sched_throughput_ratio=round(rate["with"] / rate["without"], 3),
+                    # The protocol's own cost: kube-scheduler with an extender that does nothing.
+                    sched_pods_per_s_noop_extender=rate["noop"],
+                    sched_noop_extender_ratio=round(rate["noop"] / rate["without"], 3),
+                    # How close ours comes to that floor.
+                    sched_with_vs_noop_ratio=round(rate["with"] / rate["noop"], 3),
                     sched=sched,
                 )
                 if extras:
-                    d_with = sched["drain_with"]["bind_window_pods_per_s"]
-                    d_without = sched["drain_without"]["bind_window_pods_per_s"]
-                    if d_with and d_without:
-                        result["sched_drain_throughput_ratio"] = round(d_with / d_without, 3)
+                    d = {c: sched[f"drain_{c}"]["bind_window_pods_per_s"] for c in CONFIGS}
+                    if d["with"] and d["without"] and d["noop"]:
+                        result["sched_drain_throughput_ratio"] = round(d["with"] / d["without"], 3)
+                        result["sched_drain_noop_extender_ratio"] = round(d["noop"] / d["without"], 3)
         finally:
             apollo.stop()
     targets: Json = {}
@@ -1499,8 +1581,16 @@ def main(argv: list[str] | None = None) -> int:
             f"ratio {result['sched_throughput_ratio']} (target >= 0.8: "
             f"{'met' if met['sched_throughput_ratio'] else 'MISSED'})"
         )
+    if "sched_noop_extender_ratio" in result:
+        parts.append(
+            f"a no-op extender reaches {result['sched_noop_extender_ratio']} "
+            f"({result['sched_pods_per_s_noop_extender']} pods/s), ours {result['sched_with_vs_noop_ratio']} of that"
+        )
     if "sched_drain_throughput_ratio" in result:
-        parts.append(f"drain-mode ratio {result['sched_drain_throughput_ratio']}")
+        parts.append(
+            f"drain-mode ratio {result['sched_drain_throughput_ratio']} "
+            f"(no-op extender {result['sched_drain_noop_extender_ratio']})"
+        )
     result.update(targets=targets, targets_met=met, wall_s=round(time.monotonic() - t0, 1))
     say("summary: " + "; ".join([*parts, f"wall {result['wall_s']}s"]))
     if args.json:

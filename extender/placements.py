@@ -2,12 +2,21 @@
 
 APOLLO's forecast cannot see a pod that was bound a second ago; without this ledger a burst of pods
 would all land on the node that looked idlest at the last sample (Trimaran and Crane account for it
-the same way). Entries older than the snapshot's sample are already in APOLLO's numbers and pruned.
+the same way). Entries older than the snapshot's sample are already in APOLLO's numbers and are
+dropped as the sample time moves on.
+
+Requests read the per-node sums on every verb call while the pod watch adds a binding for every
+pod, so both sides are O(1) amortised: sums are kept up to date incrementally, published as a fresh
+immutable dict (readers take the reference, no lock), and expired entries leave through a heap
+ordered by binding time. Recomputing from all entries per request cost O(pods bound) and grew
+without bound on a cluster whose pods are never deleted.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -24,21 +33,40 @@ class PlacementLedger:
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._by_uid: dict[str, Placement] = {}
+        self._expiry: list[tuple[float, str]] = []  # (bound_at, uid), a min-heap; may hold stale pairs
         self._lock = threading.Lock()
         self._max = max_entries
-        self._cache_key: float | None = None
-        self._cache: dict[str, tuple[float, float]] = {}
+        self._since = float("-inf")
+        self._usage: dict[str, tuple[float, float]] = {}
+
+    def _add(self, p: Placement, sign: float) -> None:
+        """Copy-on-write update of one node's sums; readers keep whatever dict they already hold."""
+        cpu, mem = self._usage.get(p.node, (0.0, 0.0))
+        cpu, mem = cpu + sign * p.cpu_cores, mem + sign * p.memory_bytes
+        usage = dict(self._usage)
+        if cpu <= 1e-9 and mem <= 1e-3:
+            usage.pop(p.node, None)
+        else:
+            usage[p.node] = (cpu, mem)
+        self._usage = usage
+
+    def _drop(self, uid: str) -> None:
+        p = self._by_uid.pop(uid, None)
+        if p is not None and p.bound_at >= self._since:
+            self._add(p, -1.0)
 
     def record(self, uid: str, placement: Placement) -> bool:
         """Remember a binding once; returns False for a pod already recorded."""
         with self._lock:
             if uid in self._by_uid:
                 return False
-            if len(self._by_uid) >= self._max:
-                oldest = min(self._by_uid, key=lambda k: self._by_uid[k].bound_at)
-                del self._by_uid[oldest]
+            while len(self._by_uid) >= self._max and self._expiry:
+                _, oldest = heapq.heappop(self._expiry)
+                self._drop(oldest)
             self._by_uid[uid] = placement
-            self._cache_key = None
+            heapq.heappush(self._expiry, (placement.bound_at, uid))
+            if placement.bound_at >= self._since:
+                self._add(placement, 1.0)
             return True
 
     def __contains__(self, uid: str) -> bool:
@@ -46,29 +74,34 @@ class PlacementLedger:
 
     def forget(self, uid: str) -> None:
         with self._lock:
-            if self._by_uid.pop(uid, None) is not None:
-                self._cache_key = None
+            self._drop(uid)
 
-    def prune(self, before: float) -> None:
-        with self._lock:
-            stale = [uid for uid, p in self._by_uid.items() if p.bound_at < before]
-            for uid in stale:
-                del self._by_uid[uid]
-            if stale:
-                self._cache_key = None
+    def usage_since(self, since: float) -> Mapping[str, tuple[float, float]]:
+        """Per node (cpu cores, memory bytes) of pods bound at or after `since`; do not mutate.
 
-    def usage_since(self, since: float) -> dict[str, tuple[float, float]]:
-        """Per node (cpu cores, memory bytes) of pods bound after `since`; cached per `since`."""
+        `since` is the snapshot's sample time, which only moves forward: entries bound before it are
+        discarded for good. An older `since` (a restarted APOLLO) is answered from what is left.
+        """
+        if since <= self._since:
+            return self._usage
         with self._lock:
-            if self._cache_key == since:
-                return self._cache
-            usage: dict[str, tuple[float, float]] = {}
-            for p in self._by_uid.values():
-                if p.bound_at >= since:
-                    cpu, mem = usage.get(p.node, (0.0, 0.0))
-                    usage[p.node] = (cpu + p.cpu_cores, mem + p.memory_bytes)
-            self._cache_key, self._cache = since, usage
-            return usage
+            if since > self._since:
+                self._since = since
+                while self._expiry and self._expiry[0][0] < since:
+                    _, uid = heapq.heappop(self._expiry)
+                    p = self._by_uid.get(uid)
+                    if p is not None and p.bound_at < since:
+                        del self._by_uid[uid]
+                self._usage = self._sums(since)
+            return self._usage
+
+    def _sums(self, since: float) -> dict[str, tuple[float, float]]:
+        usage: dict[str, tuple[float, float]] = {}
+        for p in self._by_uid.values():
+            if p.bound_at >= since:
+                cpu, mem = usage.get(p.node, (0.0, 0.0))
+                usage[p.node] = (cpu + p.cpu_cores, mem + p.memory_bytes)
+        return usage
 
     def __len__(self) -> int:
         return len(self._by_uid)

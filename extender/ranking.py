@@ -50,17 +50,18 @@ class _Rows:
     hot_memory: FloatArray
 
 
+_NO_HOT = (0.0, 0.0)
+
+
 def _rows(snapshot: Snapshot, names: list[str], hot: Mapping[str, tuple[float, float]]) -> _Rows:
     index = snapshot.index
     rows = np.fromiter(map(index.get, names, repeat(-1)), dtype=np.int64, count=len(names))
-    hot_cpu = np.zeros(len(names))
-    hot_memory = np.zeros(len(names))
     if hot:
-        position = {n: i for i, n in enumerate(names)}
-        for node, (cpu, mem) in hot.items():
-            i = position.get(node)
-            if i is not None:
-                hot_cpu[i], hot_memory[i] = cpu, mem
+        # One C-level lookup per requested name; looping over the ledger instead cost O(hot nodes).
+        pairs = np.array(list(map(hot.get, names, repeat(_NO_HOT))), dtype=np.float64).reshape(len(names), 2)
+        hot_cpu, hot_memory = pairs[:, 0], pairs[:, 1]
+    else:
+        hot_cpu = hot_memory = np.zeros(len(names))
     return _Rows(np.where(rows >= 0, rows, 0), rows >= 0, hot_cpu, hot_memory)
 
 

@@ -192,6 +192,29 @@ def build_kwok(log: Log = print) -> Path:
     return _cached(binary, build)
 
 
+def build_go_tool(name: str, source: Path, log: Log = print) -> Path:
+    """A standard-library-only Go program of this repository (e.g. bench/noop_extender), built once.
+
+    Keyed by a hash of its sources, so an edit rebuilds it and an unchanged one comes from the cache.
+    """
+    files = sorted(f for f in source.iterdir() if f.suffix == ".go" or f.name == "go.mod")
+    digest = hashlib.sha256(b"".join(f.name.encode() + f.read_bytes() for f in files)).hexdigest()[:12]
+    root = cache_root() / f"{name}-{digest}"
+    binary = root / "bin" / name
+
+    def build(go: str) -> None:
+        (root / "bin").mkdir(parents=True, exist_ok=True)
+        build_log = root / "build.log"
+        log(f"building {name} from {source} (first run only; log: {build_log})")
+        env = _go_env()
+        env["GOFLAGS"] = "-trimpath"
+        tmp = binary.with_suffix(".tmp")
+        _run(name, [go, "build", "-ldflags=-s -w", "-o", str(tmp), "."], source, build_log, env)
+        tmp.rename(binary)
+
+    return _cached(binary, build)
+
+
 def ensure_prometheus(log: Log = print) -> Path:
     """Prometheus from Debian's package, installed when missing and we are allowed to (root)."""
     found = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)

@@ -13,11 +13,12 @@ import pytest
 
 from apollo.v1 import apollo_pb2 as pb
 from common.quantity import parse_quantity
-from extender.app import ExtenderState, create_app
+from extender.app import create_app
 from extender.config import ExtenderSettings, load_settings
 from extender.placements import Placement
 from extender.podspec import pod_demand
 from extender.snapshot import NodeEntry, Snapshot
+from extender.verbs import ExtenderState
 
 GiB = 2**30
 
@@ -257,12 +258,12 @@ def test_policy_cache_never_blocks_by_default_and_fetches_once() -> None:
 
 
 def test_policy_mode_annotated_asks_only_for_annotated_pods() -> None:
-    from extender.app import POLICY_ANNOTATION, _wants_policy
+    from extender.verbs import POLICY_ANNOTATION, wants_policy
 
     pod = _pod()
-    assert not _wants_policy("annotated", pod) and _wants_policy("all", pod)
+    assert not wants_policy("annotated", pod) and wants_policy("all", pod)
     pod["metadata"]["annotations"] = {POLICY_ANNOTATION: "true"}
-    assert _wants_policy("annotated", pod) and not _wants_policy("off", pod)
+    assert wants_policy("annotated", pod) and not wants_policy("off", pod)
 
 
 def test_watcher_counts_a_binding_once_and_reports_scored_pods() -> None:
@@ -329,3 +330,70 @@ def test_refresher_builds_the_snapshot_from_columns_and_refuses_ragged_ones() ->
     assert not refresher.refresh_once()
     assert store.current is snap and store.last_error == "MALFORMED"
     assert stub.requests[-1].known_generation == 4
+
+
+def test_body_without_content_length_is_served_by_flask_with_the_same_answer(
+    app_and_state: tuple[Any, ExtenderState],
+) -> None:
+    """The fast path handles Content-Length bodies; a chunked one (no length) falls through to Flask."""
+    import io
+
+    client, _ = app_and_state
+    body = orjson.dumps({"Pod": _pod(), "NodeNames": ["idle", "busy", "hot"]})
+    fast = client.post("/prioritize", data=body, content_type="application/json")
+    chunked = client.post(
+        "/prioritize",
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        # What gunicorn hands over for a chunked body: no length, a stream that ends with the body.
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": "", "HTTP_TRANSFER_ENCODING": "chunked"},
+    )
+    assert chunked.status_code == fast.status_code == 200
+    assert chunked.get_json() == fast.get_json() and len(fast.get_json()) == 3
+
+
+def test_a_bug_in_a_verb_is_answered_in_protocol_terms_not_a_traceback(
+    app_and_state: tuple[Any, ExtenderState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, state = app_and_state
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(state.store, "usable", broken)
+    out = _post(client, "filter", {"Pod": _pod(), "NodeNames": ["idle"]})
+    assert out.status_code == 200 and out.get_json()["Error"] == "internal error: RuntimeError"
+    pri = _post(client, "prioritize", {"Pod": _pod(), "NodeNames": ["idle"]})
+    assert pri.status_code == 500 and pri.get_json() == {"Error": "internal error: RuntimeError"}
+    assert b"Traceback" not in pri.data
+    errors = state.metrics.registry.get_sample_value(
+        "apollo_extender_request_errors_total", {"verb": "filter", "kind": "internal"}
+    )
+    assert errors == 1
+
+
+def test_ledger_sums_incrementally_and_drops_what_apollo_has_sampled() -> None:
+    from extender.placements import PlacementLedger
+
+    ledger = PlacementLedger(max_entries=3)
+    ledger.record("a", Placement("n1", 1.0, 1.0 * GiB, bound_at=100.0))
+    ledger.record("b", Placement("n1", 2.0, 1.0 * GiB, bound_at=110.0))
+    assert not ledger.record("b", Placement("n2", 5.0, 0.0, bound_at=111.0))  # counted once
+    held = ledger.usage_since(0.0)
+    assert held == {"n1": (3.0, 2.0 * GiB)}
+    ledger.record("c", Placement("n2", 0.5, 0.0, bound_at=120.0))
+    assert held == {"n1": (3.0, 2.0 * GiB)}  # a reader's dict never changes under it
+    assert ledger.usage_since(0.0) == {"n1": (3.0, 2.0 * GiB), "n2": (0.5, 0.0)}
+    # APOLLO's sample moved past "a": it is in APOLLO's numbers now, and gone from the ledger.
+    assert ledger.usage_since(105.0) == {"n1": (2.0, 1.0 * GiB), "n2": (0.5, 0.0)}
+    assert "a" not in ledger and len(ledger) == 2
+    ledger.forget("c")  # deleted pod
+    assert ledger.usage_since(105.0) == {"n1": (2.0, 1.0 * GiB)}
+    # A binding older than the sample is remembered (not re-processed) but not counted.
+    ledger.record("old", Placement("n3", 4.0, 0.0, bound_at=90.0))
+    assert "old" in ledger and ledger.usage_since(105.0) == {"n1": (2.0, 1.0 * GiB)}
+    # Full: the oldest binding makes room.
+    ledger.record("d", Placement("n4", 1.0, 0.0, bound_at=130.0))
+    ledger.record("e", Placement("n4", 1.0, 0.0, bound_at=131.0))
+    assert len(ledger) == 3 and "old" not in ledger
+    assert ledger.usage_since(105.0) == {"n1": (2.0, 1.0 * GiB), "n4": (2.0, 0.0)}

@@ -1,0 +1,3 @@
+module noop-extender
+
+go 1.24

@@ -1,0 +1,157 @@
+"""The two verbs kube-scheduler calls for every pod, from request bytes to reply bytes.
+
+Kept free of any web framework so the WSGI fast path (`extender.wsgi`) and the Flask routes serve
+exactly the same code. Every failure is answered in the protocol's own terms and counted: filter
+gets HTTP 200 with `Error` set (kube-scheduler logs it), prioritize, whose reply has no error field,
+gets HTTP 400 with a JSON `Error`; nothing raises, nothing answers with a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from extender.apollo_client import PolicyCache, Refresher, ResultReporter
+from extender.config import ExtenderSettings
+from extender.metrics import ExtenderMetrics
+from extender.placements import PlacementLedger
+from extender.podspec import PodDemand, pod_demand
+from extender.protocol import (
+    ExtenderArgs,
+    ProtocolError,
+    decode_args,
+    encode_filter_result,
+    encode_priorities,
+)
+from extender.ranking import PodPolicy, filter_nodes, prioritize_nodes
+from extender.snapshot import Snapshot, SnapshotStore
+
+log = logging.getLogger("extender")
+
+POLICY_ANNOTATION = "apollo.io/scheduling-policy"
+
+
+@dataclass
+class ExtenderState:
+    """What the verbs share: settings, metrics, APOLLO's snapshot, the hot-value ledger."""
+
+    settings: ExtenderSettings
+    metrics: ExtenderMetrics
+    store: SnapshotStore = field(default_factory=SnapshotStore)
+    ledger: PlacementLedger = field(default_factory=PlacementLedger)
+    policies: PolicyCache | None = None
+    reporter: ResultReporter | None = None
+    refresher: Refresher | None = None
+    threads: list[Any] = field(default_factory=list)
+    _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    _seen_lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_fallback_log: float = 0.0
+
+    def mark_seen(self, uid: str) -> None:
+        if not uid:
+            return
+        with self._seen_lock:
+            if uid not in self._seen:
+                self._seen[uid] = time.monotonic()
+                if len(self._seen) > 100_000:
+                    self._seen.popitem(last=False)
+
+    def first_seen(self, uid: str) -> float | None:
+        with self._seen_lock:
+            return self._seen.pop(uid, None)
+
+    def note_fallback(self, verb: str, reason: str) -> None:
+        self.metrics.fallbacks.labels(verb, reason).inc()
+        now = time.monotonic()
+        if now - self._last_fallback_log > 10:  # one line per 10 s, the counter has the rest
+            self._last_fallback_log = now
+            log.warning("answering fail-open", extra={"verb": verb, "reason": reason})
+
+
+def wants_policy(mode: str, pod: dict[str, Any]) -> bool:
+    if mode == "all":
+        return True
+    if mode == "off":
+        return False
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(POLICY_ANNOTATION, "")).lower() == "true"
+
+
+def _context(
+    state: ExtenderState, args: ExtenderArgs
+) -> tuple[Snapshot | None, str, PodDemand, Mapping[str, tuple[float, float]], PodPolicy | None]:
+    try:
+        demand = pod_demand(args.pod)
+    except ValueError as exc:
+        raise ProtocolError(f"ExtenderArgs.Pod has an invalid resource request: {exc}") from None
+    snap, reason = state.store.usable(state.settings.snapshot_max_age_seconds)
+    hot = state.ledger.usage_since(snap.created_at) if snap else {}
+    policy = None
+    if snap is not None and state.policies is not None and wants_policy(state.settings.policy_mode, args.pod):
+        policy = state.policies.get(args.pod, demand, args.node_names, state.settings.policy_budget_ms / 1000.0)
+    state.mark_seen(demand.uid)
+    return snap, reason, demand, hot, policy
+
+
+def too_large_message(settings: ExtenderSettings) -> str:
+    return f"request body exceeds the limit of {settings.max_body_bytes} bytes"
+
+
+def error_json(message: str) -> bytes:
+    return orjson.dumps({"Error": message})
+
+
+def filter_verb(state: ExtenderState, body: bytes, rejected: str = "") -> bytes:
+    """ExtenderFilterResult bytes; always HTTP 200. `rejected` is set when the body was refused unread."""
+    t0 = time.perf_counter()
+    try:
+        if rejected:
+            raise ProtocolError(rejected)
+        args = decode_args(body, state.settings.max_nodes)
+        snap, reason, demand, hot, policy = _context(state, args)
+        outcome = filter_nodes(snap, reason, demand, args.node_names, hot, policy)
+        if outcome.fallback:
+            state.note_fallback("filter", outcome.fallback)
+        state.metrics.filtered_nodes.labels("resolvable").inc(len(outcome.failed))
+        state.metrics.filtered_nodes.labels("unresolvable").inc(len(outcome.unresolvable))
+        payload = encode_filter_result(args, outcome.passed, outcome.failed, outcome.unresolvable)
+    except ProtocolError as exc:
+        state.metrics.request_errors.labels("filter", "bad-request").inc()
+        log.info("rejected filter request", extra={"error": str(exc)})
+        return encode_filter_result(None, [], {}, {}, str(exc))
+    except Exception as exc:  # a bug must not take the worker down nor leak a traceback
+        log.exception("unexpected error", extra={"verb": "filter"})
+        state.metrics.request_errors.labels("filter", "internal").inc()
+        return encode_filter_result(None, [], {}, {}, f"internal error: {type(exc).__name__}")
+    state.metrics.request_seconds.labels("filter").observe(time.perf_counter() - t0)
+    return payload
+
+
+def prioritize_verb(state: ExtenderState, body: bytes, rejected: str = "") -> tuple[int, bytes]:
+    """(HTTP status, HostPriorityList or {"Error": ...} bytes)."""
+    t0 = time.perf_counter()
+    try:
+        if rejected:
+            raise ProtocolError(rejected)
+        args = decode_args(body, state.settings.max_nodes)
+        snap, reason, demand, hot, policy = _context(state, args)
+        if snap is None:
+            state.note_fallback("prioritize", reason)
+        payload = encode_priorities(prioritize_nodes(snap, demand, args.node_names, hot, policy))
+    except ProtocolError as exc:
+        state.metrics.request_errors.labels("prioritize", "bad-request").inc()
+        log.info("rejected prioritize request", extra={"error": str(exc)})
+        return 400, error_json(str(exc))
+    except Exception as exc:  # a bug must not take the worker down nor leak a traceback
+        log.exception("unexpected error", extra={"verb": "prioritize"})
+        state.metrics.request_errors.labels("prioritize", "internal").inc()
+        return 500, error_json(f"internal error: {type(exc).__name__}")
+    state.metrics.request_seconds.labels("prioritize").observe(time.perf_counter() - t0)
+    return 200, payload
