@@ -2,13 +2,15 @@
 
 Run::
 
-    python -m bench.extender --json           # full (~5 min): 1,000 and 5,000 nodes; 500 kwok nodes, 1,000 pods
+    python -m bench.extender --json           # full (~7 min): 1,000 and 5,000 nodes; 500 kwok nodes, 1,000 pods
     python -m bench.extender --json --quick   # under 60 s: 1,000 nodes; 100 kwok nodes, 200 pods; no extras
 
 Human-readable lines first; with ``--json`` the LAST line is one JSON object. Top-level fields are for 1,000
 nodes (``nodes``, ``prioritize_p50_ms``, ``prioritize_p99_ms``, ``filter_p99_ms``, ``rps``), per size in
-``latency_by_nodes``; ``sched_pods_per_s_with`` / ``_without`` / ``sched_throughput_ratio`` and the sizes used
-(``sched_nodes``, ``sched_pods``); ``targets_met`` says whether prioritize p99 <= 5 ms and ratio >= 0.8 hold.
+``latency_by_nodes``; ``sched_pods_per_s_with`` / ``_without`` / ``sched_throughput_ratio``, the protocol's
+floor ``sched_pods_per_s_noop_extender`` / ``sched_noop_extender_ratio`` and ``sched_with_vs_noop_ratio``, and
+the sizes used (``sched_nodes``, ``sched_pods``, ``sched_repeats``); ``targets_met`` says whether prioritize
+p99 <= 5 ms and ratio >= 0.8 hold.
 
 Why: the extender sits on kube-scheduler's critical path. kube-scheduler schedules one pod at a time and calls
 filter then prioritize synchronously for it, so every millisecond the extender takes is a millisecond per pod.
@@ -16,7 +18,7 @@ filter then prioritize synchronously for it, so every millisecond the extender t
 Everything is real and on 127.0.0.1: APOLLO (``apollo.server.serve`` in its own process, fed by a scripted
 Prometheus client: N nodes with seeded, varied utilisation, a few percent predicted to overload, and
 ClusterInsight capacity for every node; ticked until its warm-up guard lets the snapshot steer), the
-extender exactly as deployed (``python -m extender.main``: gunicorn, 2 gthread workers, production defaults,
+extender exactly as deployed (``python -m extender.main``: gunicorn, production defaults (2 gthread workers),
 per-pod policy lookups ON), and in part 2 the local control plane (etcd, kube-apiserver, kube-scheduler,
 kube-controller-manager, kwok).
 
@@ -27,7 +29,7 @@ kube-controller-manager, kwok).
    prioritize: one score per node). Reported per size:
 
    - server-side p50/p99 from the extender's histogram ``apollo_extender_request_seconds``: bucket counts
-     before and after the load, summed over both workers, quantiles interpolated linearly inside the bucket
+     before and after the load, summed over the workers, quantiles interpolated linearly inside the bucket
      (as PromQL's ``histogram_quantile``). Precision is bounded by the buckets (..., 1, 2, 3, 5, 7.5, 10,
      25, 50, 100, 500 ms), so each quantile comes with the range that must hold it (``p99_range_ms``: its
      bucket, capped by the client-side quantile, since no request takes longer in the server than at the
@@ -50,15 +52,20 @@ kube-controller-manager, kwok).
 
 2. kube-scheduler throughput on the local control plane: 500 kwok nodes (the capacity reported to APOLLO,
    which covers their names) and 1,000 small pods created directly (8 threads, keep-alive HTTPS) in one
-   namespace; time from the first create until a watch has seen every pod with ``spec.nodeName``. Once
-   WITHOUT the extender and once WITH it (``weight 5, nodeCacheCapable, ignorable, httpTimeout 2s``; the
-   extender watches pods, as deployed), kube-scheduler restarted before each run so both start alike, pods
-   deleted and gone in between, after a small unmeasured warm-up. The extender's counters during the WITH
-   run prove it was consulted for every pod (an ignorable extender that fails would look fast) and give its
-   server-side latency on the real request mix. When pod creation is the bottleneck (``create_s`` close to
-   ``seconds``), the WITHOUT figure is a floor and the ratio flatters the extender, so the full run adds a
-   drain mode: pods created while kube-scheduler is stopped, then it is started and the first-to-last
-   binding rate is compared (``sched_drain_throughput_ratio``).
+   namespace; time from the first create until a watch has seen every pod with ``spec.nodeName``. Three
+   configurations, interleaved and repeated (``--sched-repeats``, default 2; medians reported), each from
+   a freshly restarted kube-scheduler, pods deleted and gone in between, after a small unmeasured warm-up:
+   WITHOUT any extender; with a NO-OP extender (``bench/noop_extender``, Go standard library: every node
+   passes, every node scores 5), which measures what the extender protocol itself costs here (two HTTP
+   round trips and kube-scheduler's own JSON per pod), the floor under any extender's ratio; and WITH ours
+   (``weight 5, nodeCacheCapable, ignorable, httpTimeout 2s``; it watches pods, as deployed). Counters
+   prove each extender was consulted for every pod (an ignorable extender that fails would look fast);
+   ours also gives its server-side latency on the real request mix. When pod creation is the bottleneck
+   (``create_s`` close to ``seconds``), the WITHOUT figure is a floor and the ratio flatters the extender,
+   so the full run adds a drain mode: pods created while kube-scheduler is stopped, then it is started and
+   the first-to-last binding rate is compared (``sched_drain_throughput_ratio``). APOLLO keeps ticking
+   during all runs (``--apollo-tick-s``, default 5 s), so the extender refreshes new snapshot generations
+   as it would in production.
 
 Caveat: everything shares the machine's 2 cores: load generator, gunicorn, APOLLO, and in part 2 the whole
 control plane. The figures are what this machine sustains, CPU contention included; in production the
@@ -527,7 +534,7 @@ class ExtenderServer:
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until /readyz reports APOLLO "ok" on several fresh connections in a row (both workers, likely)."""
+        """Until /readyz reports APOLLO "ok" on several fresh connections in a row (every worker, likely)."""
         deadline = time.monotonic() + timeout
         streak = 0
         last = b""
@@ -1375,27 +1382,32 @@ def measure_scheduling(apollo: ApolloHandle, workdir: Path, nodes: int, pods: in
         schedule_run(kube, SCHED_NAMESPACE, "warmup", max(20, pods // 20), timeout, meter)
         delete_pods(kube, SCHED_NAMESPACE)
 
-        extender = ExtenderServer(
-            workdir / "extender-sched.log", apollo.address, watch_pods=True, kubeconfig=str(cluster.kubeconfig)
-        ).start()
-        assert extender.popen is not None
-        meter.roots[extender.popen.pid] = "extender"
         noop = NoopExtender(workdir / "noop-extender.log").start()
         assert noop.popen is not None
         meter.roots[noop.popen.pid] = "noop-extender"
-        extender.wait_ready()
-        warm_workers(extender.port, extender.workers, args_template(nodes))
-        extenders = {
-            "without": (),
-            "noop": (_extender_config(noop.port),),
-            "with": (_extender_config(extender.port),),
-        }
-        assert extender is not None and noop is not None
-        ours, floor = extender, noop
+        floor = noop
+
+        def start_ours() -> ExtenderServer:
+            """A fresh extender per WITH run: its pod watch would otherwise burn CPU during the other runs."""
+            server = ExtenderServer(
+                workdir / "extender-sched.log", apollo.address, watch_pods=True, kubeconfig=str(cluster.kubeconfig)
+            ).start()
+            assert server.popen is not None
+            meter.roots[server.popen.pid] = "extender"
+            server.wait_ready()
+            warm_workers(server.port, server.workers, args_template(nodes))
+            return server
 
         def run(config: str, prefix: str, drain_mode: bool) -> Json:
+            nonlocal extender
+            ours = extender = start_ours() if config == "with" else None
+            extenders = {
+                "without": (),
+                "noop": (_extender_config(floor.port),),
+                "with": (_extender_config(ours.port),) if ours else (),
+            }
             before_noop = floor.served() if config == "noop" else {}
-            before = scrape_workers(ours.port, ours.workers) if config == "with" else {}
+            before = scrape_workers(ours.port, ours.workers) if ours else {}
             if drain_mode:
                 proc = cluster.processes.get("kube-scheduler")
                 if proc is not None:
@@ -1413,9 +1425,12 @@ def measure_scheduling(apollo: ApolloHandle, workdir: Path, nodes: int, pods: in
                 cluster.restart_scheduler(extenders[config])  # every run starts from a fresh kube-scheduler
                 r = schedule_run(kube, SCHED_NAMESPACE, prefix, pods, timeout, meter)
             say(_run_line(f"{LABELS[config] + (' (drain)' if drain_mode else ''):<24}", r))
-            if config == "with":
+            if ours is not None:
                 after = scrape_workers(ours.port, ours.workers)
                 r["extender"] = _extender_report(metrics_delta(before, after), pods, f"run {prefix}")
+                ours.stop()
+                meter.roots = {pid: name for pid, name in meter.roots.items() if name != "extender"}
+                extender = None
             elif config == "noop":
                 served = {k: v - before_noop.get(k, 0) for k, v in floor.served().items()}
                 if min(served.values()) < pods:
@@ -1508,7 +1523,8 @@ def main(argv: list[str] | None = None) -> int:
             if sizes:
                 say(
                     "part 1: /filter and /prioritize under closed-loop load from a separate process "
-                    f"({args.connections} keep-alive connections; gunicorn, 2 workers, production settings)"
+                    f"({args.connections} keep-alive connections; gunicorn, {ExtenderSettings().workers} worker(s), "
+                    "production settings)"
                 )
                 by_nodes: Json = {}
                 for n in sizes:

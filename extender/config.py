@@ -33,10 +33,11 @@ class ExtenderSettings:
     kubeconfig: str = ""
     max_body_bytes: int = 64 * 2**20
     max_nodes: int = 20_000
-    # One worker: kube-scheduler calls an extender from its single scheduling loop, one request at a
-    # time, so a second worker adds no throughput, only a second pod watch and snapshot copy (each
-    # worker needs its own) on the cores kube-scheduler needs. Scale out with replicas instead.
-    workers: int = 1
+    # Two workers: the GIL caps a worker at one core, and concurrent callers (several schedulers, a
+    # burst of probes) would queue behind one another's verbs. kube-scheduler's own calls are serial
+    # and land on one worker; the other costs its own pod watch (~0.25 ms CPU per bound pod) and
+    # snapshot copy. Set 1 where a single scheduler is the only caller; scale out with replicas.
+    workers: int = 2
     # Threads serve probes and /metrics beside the verbs, and the rare concurrent scheduler profile.
     threads: int = 8
     log_level: str = "INFO"
