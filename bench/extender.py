@@ -24,7 +24,9 @@ kube-controller-manager, kwok).
 
 1. Latency and rps of ``/filter`` and ``/prioritize`` with 1,000 and 5,000 NodeNames (``nodeCacheCapable``).
    A SEPARATE process (spawned: it shares no GIL with the extender or APOLLO) keeps 4 keep-alive
-   ``http.client`` connections busy, closed loop, after a warm-up: per new pod (fresh UID) it posts filter,
+   ``http.client`` connections busy, closed loop, after a warm-up, spread evenly over the gunicorn workers
+   (``connections_per_worker``; gunicorn leaves the choice to whichever worker accepts first, and a 4/0
+   split leaves one worker idle): per new pod (fresh UID) it posts filter,
    then prioritize for the same pod, as kube-scheduler does. Every reply is checked (filter: no ``Error``;
    prioritize: one score per node). Reported per size:
 
@@ -118,6 +120,7 @@ from apolloctl.cluster.build import build_go_tool, ensure_binaries
 from apolloctl.cluster.process import free_port, kill_group
 from extender.apollo_client import snapshot_from_proto
 from extender.config import ExtenderSettings
+from extender.fast_path import WORKER_HEADER
 from extender.podspec import pod_demand
 from extender.protocol import decode_args, encode_filter_result, encode_priorities
 from extender.ranking import filter_nodes, prioritize_nodes
@@ -733,12 +736,47 @@ class LoadSpec:
     connections: int
     warmup_s: float
     duration_s: float
+    workers: int = 1
     max_pairs_per_connection: int = 1_000_000
+
+
+def balanced_connections(spec: LoadSpec, body: bytes) -> tuple[list[http.client.HTTPConnection], list[int]]:
+    """`spec.connections` keep-alive connections spread evenly over the extender's gunicorn workers.
+
+    gunicorn hands a new connection to whichever worker accepts first, so 4 connections can land 4/0 on
+    2 workers: one GIL-bound process then serves everything while the other idles (seen here: half the
+    rps and 1.7x the p99 of a 2/2 split in the same run). Many clients spread evenly on average, so the
+    load does too: connections are opened until each worker holds its share (the X-Extender-Worker
+    header says which worker answered), surplus ones are closed. Returns the split achieved.
+    """
+    share = math.ceil(spec.connections / max(1, spec.workers))
+    kept: list[http.client.HTTPConnection] = []
+    split: dict[str, int] = {}
+    for _ in range(50 * spec.connections):
+        if len(kept) == spec.connections:
+            break
+        conn = http.client.HTTPConnection("127.0.0.1", spec.port, timeout=30)
+        conn.request("POST", "/filter", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        worker = resp.getheader(WORKER_HEADER)
+        if worker is None:
+            raise RuntimeError(f"the extender's reply has no {WORKER_HEADER} header: cannot balance the load")
+        if split.get(worker, 0) < share:
+            kept.append(conn)
+            split[worker] = split.get(worker, 0) + 1
+        else:
+            conn.close()
+    while len(kept) < spec.connections:  # could not balance (a worker down?): load anyway, the split says so
+        kept.append(http.client.HTTPConnection("127.0.0.1", spec.port, timeout=30))
+        split["unknown"] = split.get("unknown", 0) + 1
+    return kept, sorted(split.values(), reverse=True)
 
 
 def _client_thread(
     spec: LoadSpec,
     parts: list[bytes],
+    conn: http.client.HTTPConnection,
     warmed: threading.Barrier,
     go: threading.Event,
     start_at: list[float],
@@ -746,7 +784,6 @@ def _client_thread(
 ) -> None:
     """One keep-alive connection: warm up, wait for "go", then filter+prioritize pairs until the deadline."""
     host_count = spec.nodes
-    conn = http.client.HTTPConnection("127.0.0.1", spec.port, timeout=30)
     headers = {"Content-Type": "application/json"}
     lat: dict[str, list[int]] = {v: [] for v in VERBS}
     errors: list[str] = []
@@ -795,9 +832,10 @@ def load_process(spec: LoadSpec, pipe: Connection) -> None:
     go = threading.Event()
     start_at = [0.0]
     outs: list[dict[str, Any]] = [{} for _ in range(spec.connections)]
+    conns, split = balanced_connections(spec, uuid.uuid4().hex.encode().join(parts))
     threads = [
-        threading.Thread(target=_client_thread, args=(spec, parts, warmed, go, start_at, out), daemon=True)
-        for out in outs
+        threading.Thread(target=_client_thread, args=(spec, parts, conn, warmed, go, start_at, out), daemon=True)
+        for conn, out in zip(conns, outs, strict=True)
     ]
     for t in threads:
         t.start()
@@ -814,6 +852,7 @@ def load_process(spec: LoadSpec, pipe: Connection) -> None:
             "latencies": {v: [x for o in outs for x in o.get("latencies", {}).get(v, [])] for v in VERBS},
             "errors": [e for o in outs for e in o.get("errors", [])],
             "wall_s": max(float(o.get("finished", start_at[0])) for o in outs) - start_at[0],
+            "connections_per_worker": split,
         }
     )
     pipe.poll(60)  # the parent reads this process's CPU time first, then says "bye"
@@ -918,7 +957,7 @@ def measure_latency(
     server = ExtenderServer(log, apollo.address, watch_pods=False, policy_enabled=policy).start()
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    spec = LoadSpec(server.port, nodes, connections, warmup_s, duration_s)
+    spec = LoadSpec(server.port, nodes, connections, warmup_s, duration_s, workers=server.workers)
     loader = ctx.Process(target=load_process, args=(spec, child), name="bench-load", daemon=True)
     try:
         server.wait_ready()
@@ -975,6 +1014,7 @@ def measure_latency(
         "server": server_side,
         "client": client_side,
         "per_worker_requests": delta.per_worker_requests,
+        "connections_per_worker": result["connections_per_worker"],
         "histogram_bounds_ms": [_ms(le) for le, _count in delta.buckets["prioritize"] if not math.isinf(le)],
         "extender_counters": delta.counters,
         "cpu": cpu,
@@ -987,7 +1027,7 @@ def print_latency(r: Json) -> None:
     say(
         f"  {r['nodes']} nodes, policy lookups {r['policy_lookups']}, {r['connections']} connections, "
         f"{r['duration_s']}s: {r['requests']} requests, "
-        f"{r['rps']} rps, {r['errors']} errors; per worker {r['per_worker_requests']}; "
+        f"{r['rps']} rps, {r['errors']} errors; connections per worker {r['connections_per_worker']}; "
         f"request body {b['request_body_kb']} KiB"
     )
     for verb in VERBS:

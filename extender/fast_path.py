@@ -10,6 +10,7 @@ paths and methods, probes, metrics, a body without Content-Length) goes to Flask
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,6 +19,9 @@ from extender.verbs import ExtenderState, filter_verb, prioritize_verb, too_larg
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _STATUS = {200: "200 OK", 400: "400 Bad Request", 500: "500 Internal Server Error"}
+# Which gunicorn worker answered: gunicorn leaves a connection to whichever worker accepts it first, and
+# an operator (or the benchmark's load generator) needs to see where keep-alive connections landed.
+WORKER_HEADER = "X-Extender-Worker"
 
 
 class VerbFastPath:
@@ -26,6 +30,7 @@ class VerbFastPath:
     def __init__(self, inner: WsgiApp, state: ExtenderState) -> None:
         self.inner = inner
         self.state = state
+        self.worker = str(os.getpid())  # built in the worker process (gunicorn does not preload the app)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO")
@@ -44,5 +49,12 @@ class VerbFastPath:
             status, payload = 200, filter_verb(self.state, body, rejected)
         else:
             status, payload = prioritize_verb(self.state, body, rejected)
-        start_response(_STATUS[status], [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        start_response(
+            _STATUS[status],
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                (WORKER_HEADER, self.worker),
+            ],
+        )
         return [payload]

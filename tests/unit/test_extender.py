@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from typing import Any
 
@@ -349,6 +350,7 @@ def test_body_without_content_length_is_served_by_flask_with_the_same_answer(
         environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": "", "HTTP_TRANSFER_ENCODING": "chunked"},
     )
     assert chunked.status_code == fast.status_code == 200
+    assert fast.headers["X-Extender-Worker"] == str(os.getpid())  # which gunicorn worker answered
     assert chunked.get_json() == fast.get_json() and len(fast.get_json()) == 3
 
 
