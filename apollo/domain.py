@@ -379,18 +379,6 @@ class ScoreResult:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeBaseline:
-    """Pod-agnostic score for the extender's cached snapshot; peaks are predicted upper fractions."""
-
-    node: str
-    score: int
-    overload_predicted: bool
-    cpu_peak: float
-    memory_peak: float
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class MigrationTarget:
     pod_name: str
     namespace: str

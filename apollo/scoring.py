@@ -24,7 +24,6 @@ import numpy as np
 import numpy.typing as npt
 
 from apollo.domain import (
-    NodeBaseline,
     NodeInsight,
     NodeOutlook,
     PlacementCounter,
@@ -32,7 +31,6 @@ from apollo.domain import (
     PodSignature,
     ScoreResult,
 )
-from apollo.early_warning import overload_warning
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -539,64 +537,3 @@ def score_nodes(
     """Convenience for a handful of nodes: build the table, score, format every node, best first."""
     scores = score_pod(pod, NodeTable.build(outlooks, insights), placements, weights, threshold)
     return sorted(scores.results(), key=lambda r: (not r.feasible, -r.score, r.node))
-
-
-def node_snapshot(
-    outlooks: Sequence[NodeOutlook] | NodeTable,
-    placements: Mapping[str, PlacementCounter] | Iterable[PlacementCounter] | None = None,
-    threshold: float = DEFAULT_OVERLOAD_THRESHOLD,
-    consecutive: int = 1,
-) -> dict[str, NodeBaseline]:
-    """Pod-agnostic baseline per node for the extender's cached snapshot.
-
-    The score is the headroom term alone (no pod, no insights); ``overload_predicted`` needs the upper
-    forecast plus the hot value above ``threshold`` for ``consecutive`` steps, so a lone spike lowers
-    the score without marking the node.
-    """
-    _check_threshold(threshold)
-    table = outlooks if isinstance(outlooks, NodeTable) else NodeTable.build(outlooks)
-    hot = _hot_vectors(table, _placements(placements))
-    with np.errstate(invalid="ignore"):
-        cpu_hot = (hot.cpu / table.cpu_capacity)[:, None]
-        mem_hot = (hot.memory / table.memory_capacity)[:, None]
-    cpu_upper = table.cpu_upper + np.nan_to_num(cpu_hot)
-    mem_upper = table.memory_upper + np.nan_to_num(mem_hot)
-    column = table.peak_column(0)
-    empty = np.full(len(table), np.nan)
-    cpu = _predicted_load(
-        _running_max(cpu_upper)[:, column] if column >= 0 else empty,
-        table.cpu_capacity, table.cpu_requested, np.zeros(len(table)), 0.0, 0.0, threshold,
-    )  # fmt: skip
-    memory = _predicted_load(
-        _running_max(mem_upper)[:, column] if column >= 0 else empty,
-        table.memory_capacity, table.memory_requested, np.zeros(len(table)), 0.0, 0.0, threshold,
-    )  # fmt: skip
-    overload = _sustained_overload(cpu_upper, mem_upper, threshold, consecutive)
-    overload |= (cpu.infeasible & cpu.fallback) | (memory.infeasible & memory.fallback)
-    score = np.rint(MAX_SCORE * _headroom_term(cpu, memory, threshold)).astype(np.int64)
-    fallback = (cpu.fallback | memory.fallback).tolist()
-    rows = zip(
-        table.nodes, score.tolist(), overload.tolist(), cpu.peak.tolist(), memory.peak.tolist(), fallback, strict=True
-    )
-    stale = table.stale.tolist()
-    return {
-        node: NodeBaseline(node, sc, over, cpu_peak, mem_peak, _baseline_reason(cpu_peak, mem_peak, fb, over))
-        if not stale[i]
-        else NodeBaseline(node, NEUTRAL_SCORE, False, math.nan, math.nan, "stale forecast: neutral score")
-        for i, (node, sc, over, cpu_peak, mem_peak, fb) in enumerate(rows)
-    }
-
-
-def _baseline_reason(cpu_peak: float, mem_peak: float, fallback: bool, overload: bool) -> str:
-    reason = f"cpu peak {cpu_peak:.0%}, memory peak {mem_peak:.0%}"
-    if fallback:
-        reason = "no forecast, requests-based: " + reason
-    return "overload predicted: " + reason if overload else reason
-
-
-def _sustained_overload(cpu_upper: FloatArray, mem_upper: FloatArray, threshold: float, k: int) -> BoolArray:
-    if cpu_upper.shape[1] == 0:
-        return np.zeros(cpu_upper.shape[0], dtype=np.bool_)
-    k = min(max(k, 1), cpu_upper.shape[1])
-    flags: BoolArray = overload_warning(cpu_upper, threshold, k).flags | overload_warning(mem_upper, threshold, k).flags
-    return flags

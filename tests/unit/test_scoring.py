@@ -23,7 +23,6 @@ from apollo.scoring import (
     NEUTRAL_SCORE,
     NodeTable,
     ScoringWeights,
-    node_snapshot,
     score_nodes,
     score_pod,
     to_extender_score,
@@ -178,28 +177,8 @@ def test_to_extender_score(score: float, expected: int) -> None:
     assert to_extender_score(score) == expected
 
 
-def test_node_snapshot_flags_sustained_overload_not_a_lone_spike() -> None:
-    spike = [0.3] * 5 + [0.97] + [0.3] * 6
-    sustained = [0.3] * 4 + [0.95] * 4 + [0.3] * 4
-    snap = node_snapshot(
-        [outlook("idle", cpu=0.1), outlook("spike", cpu=spike), outlook("sustained", cpu=sustained)],
-        threshold=0.9,
-        consecutive=3,
-    )
-    assert not snap["spike"].overload_predicted and snap["spike"].score < snap["idle"].score
-    assert snap["sustained"].overload_predicted and "overload predicted" in snap["sustained"].reason
-    assert snap["idle"].cpu_peak == pytest.approx(0.1)
-
-
-def test_node_snapshot_counts_hot_value_and_fails_open_when_stale() -> None:
-    nodes = [outlook("a", cpu=0.5), outlook("b", cpu=0.5, stale=True)]
-    snap = node_snapshot(nodes, {"a": PlacementCounter("a", 2, 4.0, 0.0)}, threshold=0.9)
-    assert snap["a"].cpu_peak == pytest.approx(1.0) and snap["a"].overload_predicted and snap["a"].score == 0
-    assert snap["b"].score == NEUTRAL_SCORE and not snap["b"].overload_predicted and "stale" in snap["b"].reason
-
-
 def test_empty_cluster_and_unknown_capacity_are_harmless() -> None:
-    assert score_nodes(pod(), []) == [] and node_snapshot([]) == {}
+    assert score_nodes(pod(), []) == []
     blind = NodeOutlook("blind", NodeCapacity(0, 0), upper={"cpu": series(0.5), "memory": series(0.5)})
     result = score_nodes(pod(cpu=100.0), [blind])[0]
     assert result.feasible and result.factors["cpu_peak"] == pytest.approx(0.5)
