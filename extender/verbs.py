@@ -108,50 +108,53 @@ def error_json(message: str) -> bytes:
     return orjson.dumps({"Error": message})
 
 
+def _parse(
+    state: ExtenderState, body: bytes, rejected: str
+) -> tuple[ExtenderArgs, Snapshot | None, str, PodDemand, Mapping[str, tuple[float, float]], PodPolicy | None]:
+    """The request and everything ranking needs; ProtocolError says precisely what is wrong."""
+    if rejected:
+        raise ProtocolError(rejected)
+    args = decode_args(body, state.settings.max_nodes)
+    return (args, *_context(state, args))
+
+
+def _failed(state: ExtenderState, verb: str, exc: Exception) -> str:
+    """Count and log a failed request; the message for the caller (never a traceback)."""
+    if isinstance(exc, ProtocolError):
+        state.metrics.request_errors.labels(verb, "bad-request").inc()
+        log.info(f"rejected {verb} request", extra={"error": str(exc)})
+        return str(exc)
+    log.error("unexpected error", exc_info=exc, extra={"verb": verb})
+    state.metrics.request_errors.labels(verb, "internal").inc()
+    return f"internal error: {type(exc).__name__}"
+
+
 def filter_verb(state: ExtenderState, body: bytes, rejected: str = "") -> bytes:
     """ExtenderFilterResult bytes; always HTTP 200. `rejected` is set when the body was refused unread."""
     t0 = time.perf_counter()
     try:
-        if rejected:
-            raise ProtocolError(rejected)
-        args = decode_args(body, state.settings.max_nodes)
-        snap, reason, demand, hot, policy = _context(state, args)
+        args, snap, reason, demand, hot, policy = _parse(state, body, rejected)
         outcome = filter_nodes(snap, reason, demand, args.node_names, hot, policy)
         if outcome.fallback:
             state.note_fallback("filter", outcome.fallback)
         state.metrics.filtered_nodes.labels("resolvable").inc(len(outcome.failed))
         state.metrics.filtered_nodes.labels("unresolvable").inc(len(outcome.unresolvable))
         payload = encode_filter_result(args, outcome.passed, outcome.failed, outcome.unresolvable)
-    except ProtocolError as exc:
-        state.metrics.request_errors.labels("filter", "bad-request").inc()
-        log.info("rejected filter request", extra={"error": str(exc)})
-        return encode_filter_result(None, [], {}, {}, str(exc))
     except Exception as exc:  # a bug must not take the worker down nor leak a traceback
-        log.exception("unexpected error", extra={"verb": "filter"})
-        state.metrics.request_errors.labels("filter", "internal").inc()
-        return encode_filter_result(None, [], {}, {}, f"internal error: {type(exc).__name__}")
+        return encode_filter_result(None, [], {}, {}, _failed(state, "filter", exc))
     state.metrics.request_seconds.labels("filter").observe(time.perf_counter() - t0)
     return payload
 
 
 def prioritize_verb(state: ExtenderState, body: bytes, rejected: str = "") -> tuple[int, bytes]:
-    """(HTTP status, HostPriorityList or {"Error": ...} bytes)."""
+    """(HTTP status, HostPriorityList or {"Error": ...} bytes): 400 for bad input, 500 for a bug."""
     t0 = time.perf_counter()
     try:
-        if rejected:
-            raise ProtocolError(rejected)
-        args = decode_args(body, state.settings.max_nodes)
-        snap, reason, demand, hot, policy = _context(state, args)
+        args, snap, reason, demand, hot, policy = _parse(state, body, rejected)
         if snap is None:
             state.note_fallback("prioritize", reason)
         payload = encode_priorities(prioritize_nodes(snap, demand, args.node_names, hot, policy))
-    except ProtocolError as exc:
-        state.metrics.request_errors.labels("prioritize", "bad-request").inc()
-        log.info("rejected prioritize request", extra={"error": str(exc)})
-        return 400, error_json(str(exc))
     except Exception as exc:  # a bug must not take the worker down nor leak a traceback
-        log.exception("unexpected error", extra={"verb": "prioritize"})
-        state.metrics.request_errors.labels("prioritize", "internal").inc()
-        return 500, error_json(f"internal error: {type(exc).__name__}")
+        return (400 if isinstance(exc, ProtocolError) else 500), error_json(_failed(state, "prioritize", exc))
     state.metrics.request_seconds.labels("prioritize").observe(time.perf_counter() - t0)
     return 200, payload

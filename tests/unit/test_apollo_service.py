@@ -59,11 +59,11 @@ def apollo() -> Iterator[tuple[Apollo, ScriptedProm, grpc.Channel]]:
     running.stop(0.5)
 
 
-def test_snapshot_ranks_idle_above_busy_and_flags_overload(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
-    running, prom, channel = apollo
+def _three_nodes(running: Apollo, prom: ScriptedProm, channel: grpc.Channel, bare: bool = False) -> None:
+    """idle, busy and hot nodes with 16 cores / 64 GiB reported (plus "bare", without capacity), 5 ticks."""
     prom.values = {
-        "cpu": {"idle": 0.1, "busy": 0.6, "hot": 0.97},
-        "memory": {"idle": 0.2, "busy": 0.5, "hot": 0.95},
+        "cpu": {"idle": 0.1, "busy": 0.6, "hot": 0.97} | ({"bare": 0.3} if bare else {}),
+        "memory": {"idle": 0.2, "busy": 0.5, "hot": 0.95} | ({"bare": 0.3} if bare else {}),
     }
     insight = pb_grpc.InsightServiceStub(channel)
     for node in ("idle", "busy", "hot"):
@@ -75,6 +75,11 @@ def test_snapshot_ranks_idle_above_busy_and_flags_overload(apollo: tuple[Apollo,
         )
     for _ in range(5):
         running.engine.run_tick()
+
+
+def test_snapshot_ranks_idle_above_busy_and_flags_overload(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
+    running, prom, channel = apollo
+    _three_nodes(running, prom, channel)
     stub = pb_grpc.SchedulingPolicyServiceStub(channel)
     snap = stub.GetNodeScoreSnapshot(pb.NodeScoreSnapshotRequest())
     scores = {n.node_name: n for n in snap.nodes}
@@ -104,20 +109,7 @@ def test_columnar_snapshot_carries_the_same_scores_as_the_per_node_form(
     apollo: tuple[Apollo, ScriptedProm, grpc.Channel],
 ) -> None:
     running, prom, channel = apollo
-    prom.values = {
-        "cpu": {"idle": 0.1, "busy": 0.6, "hot": 0.97, "bare": 0.3},
-        "memory": {"idle": 0.2, "busy": 0.5, "hot": 0.95, "bare": 0.3},
-    }
-    insight = pb_grpc.InsightServiceStub(channel)
-    for node in ("idle", "busy", "hot"):  # "bare" has no reported capacity: headroom unknown
-        insight.ReportClusterInsight(
-            pb.ClusterInsight(
-                node_name=node,
-                node_resources=pb.NodeResources(cpu_allocatable_cores=16, memory_allocatable_bytes=64 * 2**30),
-            )
-        )
-    for _ in range(5):
-        running.engine.run_tick()
+    _three_nodes(running, prom, channel, bare=True)  # "bare" has no reported capacity: headroom unknown
     stub = pb_grpc.SchedulingPolicyServiceStub(channel)
     rows = {n.node_name: n for n in stub.GetNodeScoreSnapshot(pb.NodeScoreSnapshotRequest()).nodes}
     reply = stub.GetNodeScoreSnapshot(pb.NodeScoreSnapshotRequest(columnar=True))
