@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from apollo.config import load_settings
-from common.logs import configure
-from common.settings import ConfigError
+from common.cli import settings_from_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="apollo", description=__doc__)
-    parser.add_argument("--config", type=Path, help="YAML settings file (APOLLO_* variables override it)")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"apollo: invalid settings: {exc}", file=sys.stderr)
+    settings = settings_from_cli("apollo", __doc__, "APOLLO", load_settings, argv)
+    if settings is None:
         return 2
-    configure("apollo", settings.log_level)
     from apollo.server import serve
 
     running = serve(settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import sys
@@ -12,8 +11,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from common.cli import settings_from_cli
 from common.logs import configure
-from common.settings import ConfigError
 from extender.config import ExtenderSettings, load_settings
 from extender.gunicorn_conf import options
 
@@ -74,15 +73,9 @@ def _multiprocess_metrics_dir() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="apollo-extender", description=__doc__)
-    parser.add_argument("--config", type=Path, help="YAML settings file (EXTENDER_* variables override it)")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"apollo-extender: invalid settings: {exc}", file=sys.stderr)
+    settings = settings_from_cli("apollo-extender", __doc__, "EXTENDER", load_settings, argv)
+    if settings is None:
         return 2
-    configure("apollo-extender", settings.log_level)
     _multiprocess_metrics_dir()
     ExtenderServer(settings).run()
     return 0
