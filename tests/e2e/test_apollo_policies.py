@@ -22,8 +22,9 @@ from apollo.server import Apollo, serve
 from apollo.v1 import apollo_pb2 as pb
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ScrapeTarget
+from apolloctl.sim_metrics import NodeExporter
 from tests.conftest import ClusterHandle
-from tests.helpers import NodeExporter, wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 

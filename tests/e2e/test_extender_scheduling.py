@@ -23,8 +23,9 @@ from apollo.v1 import apollo_pb2 as pb
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ExtenderConfig, ScrapeTarget
 from apolloctl.cluster.process import free_port
+from apolloctl.sim_metrics import NodeExporter
 from tests.conftest import ClusterHandle
-from tests.helpers import NodeExporter, wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
