@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -203,9 +205,15 @@ def _fill_columns(columns: pb.NodeScoreColumns, s: NodeScores, stale: bool, only
 
 
 class SchedulingServicer(pb_grpc.SchedulingPolicyServiceServicer):
+    # Recent placements (pod UID, or namespace/name without one; node; success), to count each once: every
+    # gunicorn worker of the extender watches bindings, and two that both scored a pod both report it.
+    RECENT_RESULTS = 50_000
+
     def __init__(self, engine: Engine, metrics: ApolloMetrics) -> None:
         self.engine = engine
         self.metrics = metrics
+        self._recent: OrderedDict[tuple[str, str, bool], None] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     def GetNodeScoreSnapshot(
         self, request: pb.NodeScoreSnapshotRequest, context: grpc.ServicerContext
@@ -289,4 +297,13 @@ class SchedulingServicer(pb_grpc.SchedulingPolicyServiceServicer):
         return errors
 
     def _record_result(self, result: pb.SchedulingResult) -> None:
+        pod = result.pod_uid or f"{result.pod_namespace}/{result.pod_name}"
+        key = (pod, result.scheduled_node, result.success)
+        with self._recent_lock:
+            if key in self._recent:
+                self.metrics.scheduling_results.labels("duplicate").inc()
+                return
+            self._recent[key] = None
+            if len(self._recent) > self.RECENT_RESULTS:
+                self._recent.popitem(last=False)
         self.metrics.scheduling_results.labels("success" if result.success else "failure").inc()

@@ -72,6 +72,7 @@ class PodWatcher(threading.Thread):
             if first_seen is not None:
                 self.report(
                     pb.SchedulingResult(
+                        pod_uid=uid,
                         pod_name=meta.get("name", ""),
                         pod_namespace=meta.get("namespace", ""),
                         scheduled_node=node,

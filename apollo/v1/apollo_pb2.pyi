@@ -1638,6 +1638,7 @@ class SchedulingResult(_message.Message):
     SUCCESS_FIELD_NUMBER: _builtins.int
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
     SCHEDULING_DURATION_MS_FIELD_NUMBER: _builtins.int
+    POD_UID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     pod_name: _builtins.str
     pod_namespace: _builtins.str
@@ -1645,6 +1646,10 @@ class SchedulingResult(_message.Message):
     success: _builtins.bool
     failure_reason: _builtins.str
     scheduling_duration_ms: _builtins.int
+    pod_uid: _builtins.str
+    """Extension: the pod's UID, so a placement reported twice (every extender worker watches bindings) is
+    counted once, while a re-created pod of the same name is a new placement.
+    """
     def __init__(
         self,
         *,
@@ -1655,10 +1660,11 @@ class SchedulingResult(_message.Message):
         success: _builtins.bool = ...,
         failure_reason: _builtins.str = ...,
         scheduling_duration_ms: _builtins.int = ...,
+        pod_uid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_reason", b"failure_reason", "pod_name", b"pod_name", "pod_namespace", b"pod_namespace", "request_id", b"request_id", "scheduled_node", b"scheduled_node", "scheduling_duration_ms", b"scheduling_duration_ms", "success", b"success"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_reason", b"failure_reason", "pod_name", b"pod_name", "pod_namespace", b"pod_namespace", "pod_uid", b"pod_uid", "request_id", b"request_id", "scheduled_node", b"scheduled_node", "scheduling_duration_ms", b"scheduling_duration_ms", "success", b"success"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

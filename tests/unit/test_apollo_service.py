@@ -332,6 +332,18 @@ def test_extender_reports_scheduling_results_in_batches_and_bad_ones_alone(
     assert (sent, rejected) == (3, 1)
     recorded = running.metrics.registry.get_sample_value("apollo_scheduling_results_total", {"outcome": "success"})
     assert recorded == 3
+    # The other gunicorn worker reports the same placement: counted once, the repeat as a duplicate;
+    # a re-created pod of the same name (new UID) is a new placement.
+    again = pb.SchedulingResult(pod_uid="u1", pod_name="p0", pod_namespace="ns", scheduled_node="n", success=True)
+    reporter.send(
+        [
+            again,
+            again,
+            pb.SchedulingResult(pod_uid="u2", pod_name="p0", pod_namespace="ns", scheduled_node="n", success=True),
+        ]
+    )
+    assert running.metrics.registry.get_sample_value("apollo_scheduling_results_total", {"outcome": "success"}) == 5
+    assert running.metrics.registry.get_sample_value("apollo_scheduling_results_total", {"outcome": "duplicate"}) == 1
 
 
 def test_result_reporter_falls_back_to_unary_calls_for_an_older_apollo() -> None:

@@ -286,6 +286,7 @@ EXTENSION_MESSAGES: dict[str, str] = {
     "ExecutionResult": (
         "7 pod_name string; 8 pod_namespace string; 9 source_node string; 10 target_node string; 11 migration_id string"
     ),
+    "SchedulingResult": "8 pod_uid string",
     "NodeScoreSnapshotRequest": "1 node_names []string; 2 known_generation int64; 3 columnar bool",
     "NodeScoreSnapshot": (
         "1 generation int64; 2 created_at Timestamp; 3 stale bool; 4 nodes []NodeScore; "
