@@ -19,6 +19,10 @@ class ExtenderSettings:
     refresh_interval_seconds: float = 2.0
     # Older than this, the snapshot no longer steers scheduling (neutral scores, no filtering).
     snapshot_max_age_seconds: float = 30.0
+    # Pods bound this long before APOLLO's sample still count as hot value: node metrics show a new pod
+    # only after it starts, is scraped and enters the rate window (about a minute with Prometheus
+    # defaults). Counting it twice in that window errs towards spreading; forgetting it would pile on.
+    hot_value_lag_seconds: float = 60.0
     grpc_timeout_seconds: float = 2.0
     # Per-pod GetSchedulingPolicy (signature-aware fit: GPU, CSD, storage tier, locality):
     # "annotated" asks only for pods annotated apollo.io/scheduling-policy=true, "all" for every pod,
@@ -56,6 +60,8 @@ class ExtenderSettings:
             raise ConfigError(f"policy_mode must be off, annotated or all, got {self.policy_mode!r}")
         if not 0 <= self.policy_budget_ms <= 1000:
             raise ConfigError(f"policy_budget_ms must be in [0, 1000], got {self.policy_budget_ms!r}")
+        if not 0 <= self.hot_value_lag_seconds <= 3600:
+            raise ConfigError(f"hot_value_lag_seconds must be in [0, 3600], got {self.hot_value_lag_seconds!r}")
         if self.snapshot_max_age_seconds <= self.refresh_interval_seconds:
             raise ConfigError("snapshot_max_age_seconds must exceed refresh_interval_seconds")
         int_range("max_body_bytes", self.max_body_bytes, 1024, 2**31)

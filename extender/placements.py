@@ -1,9 +1,9 @@
-"""Pods bound since APOLLO's last sample, counted against their node (the "hot value").
+"""Pods bound recently, counted against their node (the "hot value").
 
 APOLLO's forecast cannot see a pod that was bound a second ago; without this ledger a burst of pods
 would all land on the node that looked idlest at the last sample (Trimaran and Crane account for it
-the same way). Entries older than the snapshot's sample are already in APOLLO's numbers and are
-dropped as the sample time moves on.
+the same way). Entries bound well before the snapshot's sample (`hot_value_lag_seconds`: metrics need
+that long to show a new pod) are in APOLLO's numbers and are dropped as the sample time moves on.
 
 Requests read the per-node sums on every verb call while the pod watch adds a binding for every
 pod, so both sides are O(1) amortised: sums are kept up to date incrementally, published as a fresh

@@ -92,7 +92,7 @@ def _context(
     except ValueError as exc:
         raise ProtocolError(f"ExtenderArgs.Pod has an invalid resource request: {exc}") from None
     snap, reason = state.store.usable(state.settings.snapshot_max_age_seconds)
-    hot = state.ledger.usage_since(snap.created_at) if snap else {}
+    hot = state.ledger.usage_since(snap.created_at - state.settings.hot_value_lag_seconds) if snap else {}
     policy = None
     if snap is not None and state.policies is not None and wants_policy(state.settings.policy_mode, args.pod):
         policy = state.policies.get(args.pod, demand, args.node_names, state.settings.policy_budget_ms / 1000.0)

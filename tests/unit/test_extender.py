@@ -127,6 +127,23 @@ def test_prioritize_ranks_by_apollo_and_hot_value(app_and_state: tuple[Any, Exte
     assert after["idle"] < scores["idle"]
 
 
+def test_hot_value_keeps_pods_bound_shortly_before_the_sample(app_and_state: tuple[Any, ExtenderState]) -> None:
+    """Metrics show a new pod only a while after it is bound: within hot_value_lag_seconds it still counts."""
+    client, state = app_and_state
+    snap = state.store.current
+    assert snap is not None and state.settings.hot_value_lag_seconds == 60.0
+
+    def busy_fits() -> bool:  # "busy" has 2 cores of predicted headroom; the pod asks for 1
+        reply = _post(client, "filter", {"Pod": _pod(cpu="1"), "NodeNames": ["idle", "busy"]}).get_json()
+        return "busy" in reply["NodeNames"]
+
+    assert busy_fits()
+    state.ledger.record("long-ago", Placement("busy", 1.5, GiB, snap.created_at - 600))  # in APOLLO's numbers
+    assert busy_fits()
+    state.ledger.record("just-before", Placement("busy", 1.5, GiB, snap.created_at - 20))  # not yet in them
+    assert not busy_fits()
+
+
 def test_stale_snapshot_fails_open(app_and_state: tuple[Any, ExtenderState]) -> None:
     client, state = app_and_state
     snap = state.store.current
@@ -208,6 +225,8 @@ def test_settings_validation() -> None:
     with pytest.raises(ValueError, match="apollo_address must be host:port"):
         load_settings(environ={"EXTENDER_APOLLO_ADDRESS": "nohost"})
     assert load_settings(environ={"EXTENDER_WORKERS": "3"}).workers == 3
+    with pytest.raises(ValueError, match="hot_value_lag_seconds must be in"):
+        load_settings(environ={"EXTENDER_HOT_VALUE_LAG_SECONDS": "-1"})
 
 
 def test_failure_reasons_carry_no_format_verbs() -> None:
