@@ -26,7 +26,7 @@ from apolloctl.cluster import (
     create_kwok_nodes,
     kwok_node,
 )
-from apolloctl.cluster.process import free_port, kill_group
+from apolloctl.cluster.process import free_port, kill_group, wait_until
 from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter
 
 
@@ -112,7 +112,9 @@ def start_apollo(prometheus_url: str, nodes: list[str]) -> Any:
     return apollo
 
 
-def start_extender(apollo_port: int, kubeconfig: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_extender(
+    apollo_port: int, kubeconfig: Path, log_path: Path, snapshot_max_age_s: float = 5.0
+) -> tuple[subprocess.Popen[bytes], str]:
     """`python -m extender.main` (gunicorn) as deployed, refreshing APOLLO's snapshot twice a second."""
     port = free_port()
     env = dict(
@@ -121,7 +123,7 @@ def start_extender(apollo_port: int, kubeconfig: Path, log_path: Path) -> tuple[
         EXTENDER_APOLLO_ADDRESS=f"127.0.0.1:{apollo_port}",
         EXTENDER_KUBECONFIG=str(kubeconfig),
         EXTENDER_REFRESH_INTERVAL_SECONDS="0.5",
-        EXTENDER_SNAPSHOT_MAX_AGE_SECONDS="5",
+        EXTENDER_SNAPSHOT_MAX_AGE_SECONDS=str(snapshot_max_age_s),
         EXTENDER_LOG_LEVEL="WARNING",
     )
     with open(log_path, "ab") as log:
@@ -136,21 +138,14 @@ def start_extender(apollo_port: int, kubeconfig: Path, log_path: Path) -> tuple[
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _readyz(url: str) -> dict[str, Any]:
+def readyz(url: str) -> dict[str, Any]:
+    """The extender's /readyz body, or {} while it does not answer."""
     try:
         with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
             data: dict[str, Any] = json.loads(resp.read())
             return data
     except (OSError, ValueError):
         return {}
-
-
-def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(0.3)
 
 
 def run_demo(run_dir: Path, keep: bool = False) -> int:
@@ -173,7 +168,7 @@ def run_demo(run_dir: Path, keep: bool = False) -> int:
         _say("simulated node utilisation (cpu, memory): " + ", ".join(f"{n} {u}" for n, u in UTILISATION.items()))
 
         apollo = start_apollo(cluster.prometheus_url, names)
-        _until(lambda: _flags_hot(apollo, "node-0"), 90, "APOLLO forecasting overload on node-0 from Prometheus")
+        wait_until(lambda: _flags_hot(apollo, "node-0"), 90, "APOLLO forecasting overload on node-0 from Prometheus")
         view = apollo.engine.view
         _say("APOLLO, from Prometheus: " + "; ".join(
             f"{node} score {int(view.scores.score[i])}{' (overload predicted)' if view.scores.overload[i] else ''}"
@@ -182,8 +177,8 @@ def run_demo(run_dir: Path, keep: bool = False) -> int:
 
         extender, url = start_extender(apollo.grpc_port, cluster.kubeconfig, cluster.logs_dir / "extender.log")
         generation = view.generation
-        _until(
-            lambda: (r := _readyz(url)).get("apollo") == "ok" and (r.get("snapshot_generation") or 0) >= generation,
+        wait_until(
+            lambda: (r := readyz(url)).get("apollo") == "ok" and (r.get("snapshot_generation") or 0) >= generation,
             60,
             f"the extender holding APOLLO's snapshot (log: {cluster.logs_dir / 'extender.log'})",
         )

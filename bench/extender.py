@@ -117,7 +117,7 @@ from apollo.v1 import apollo_pb2 as pb
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ClusterConfig, ExtenderConfig, LocalCluster, kwok_node
 from apolloctl.cluster.build import build_go_tool, ensure_binaries
-from apolloctl.cluster.process import free_port, kill_group
+from apolloctl.cluster.process import free_port, kill_group, wait_until
 from extender.apollo_client import snapshot_from_proto
 from extender.config import ExtenderSettings
 from extender.fast_path import WORKER_HEADER
@@ -1185,14 +1185,6 @@ def sched_pod(name: str) -> Json:
             "terminationGracePeriodSeconds": 0,
         },
     }
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def create_nodes(kube: Kube, names: list[str], batch: int = 100) -> None:

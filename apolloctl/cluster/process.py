@@ -139,3 +139,12 @@ def kill_group(pid: int, grace: float = 10.0, popen: subprocess.Popen[bytes] | N
     if popen is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=1)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll `predicate` until it is truthy; TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)

@@ -22,7 +22,7 @@ from apollo.server import Apollo, serve
 from apollo.v1 import apollo_pb2 as pb
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ScrapeTarget
-from apolloctl.sim_metrics import NodeExporter
+from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter
 from tests.conftest import ClusterHandle
 from tests.helpers import wait_for
 
@@ -35,7 +35,7 @@ def exporter(cluster: ClusterHandle) -> Iterator[NodeExporter]:
     cluster.local.set_scrape_targets("apollo-policy-nodes", [ScrapeTarget(exp.address)])
     yield exp
     cluster.local.set_scrape_targets("apollo-policy-nodes", [])
-    exp.server.shutdown()
+    exp.close()
 
 
 def _settings(cluster: ClusterHandle) -> ApolloSettings:
@@ -44,7 +44,7 @@ def _settings(cluster: ClusterHandle) -> ApolloSettings:
         http_address="127.0.0.1:0",
         prometheus=PrometheusSettings(
             url=cluster.local.prometheus_url,
-            queries={"cpu": "apollo_test_node_cpu", "memory": "apollo_test_node_memory"},
+            queries={"cpu": CPU_METRIC, "memory": MEMORY_METRIC},
         ),
         forecast=ForecastSettings(
             step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3, warmup_samples=3

@@ -6,12 +6,7 @@ Chain under test: exporter -> Prometheus (scrape) -> APOLLO (PromQL, forecast, s
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,8 +17,8 @@ from apollo.server import Apollo, serve
 from apollo.v1 import apollo_pb2 as pb
 from apollo.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ExtenderConfig, ScrapeTarget
-from apolloctl.cluster.process import free_port
-from apolloctl.sim_metrics import NodeExporter
+from apolloctl.demo import readyz, start_extender
+from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter
 from tests.conftest import ClusterHandle
 from tests.helpers import wait_for
 
@@ -39,7 +34,7 @@ def stack(cluster: ClusterHandle) -> Iterator[dict[str, Any]]:
         http_address="127.0.0.1:0",
         prometheus=PrometheusSettings(
             url=cluster.local.prometheus_url,
-            queries={"cpu": "apollo_test_node_cpu", "memory": "apollo_test_node_memory"},
+            queries={"cpu": CPU_METRIC, "memory": MEMORY_METRIC},
             stale_after_seconds=5,
         ),
         forecast=ForecastSettings(
@@ -47,21 +42,9 @@ def stack(cluster: ClusterHandle) -> Iterator[dict[str, Any]]:
         ),
     ).validate()
     apollo: Apollo = serve(settings)
-    port = free_port()
-    env = dict(
-        os.environ,
-        EXTENDER_BIND=f"127.0.0.1:{port}",
-        EXTENDER_APOLLO_ADDRESS=f"127.0.0.1:{apollo.grpc_port}",
-        EXTENDER_KUBECONFIG=str(cluster.local.kubeconfig),
-        EXTENDER_REFRESH_INTERVAL_SECONDS="0.5",
-        EXTENDER_SNAPSHOT_MAX_AGE_SECONDS="3",
-        EXTENDER_WORKERS="2",
+    extender, url = start_extender(
+        apollo.grpc_port, cluster.local.kubeconfig, cluster.local.logs_dir / "extender.log", snapshot_max_age_s=3
     )
-    log = open(cluster.local.logs_dir / "extender.log", "ab")  # noqa: SIM115 - closed in teardown
-    extender = subprocess.Popen(
-        [sys.executable, "-m", "extender.main"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
     cluster.local.restart_scheduler((ExtenderConfig(url_prefix=url, weight=5, http_timeout="1s"),))
     try:
         yield {"apollo": apollo, "exporter": exporter, "extender": extender, "url": url}
@@ -70,18 +53,9 @@ def stack(cluster: ClusterHandle) -> Iterator[dict[str, Any]]:
         if extender.poll() is None:
             extender.terminate()
             extender.wait(timeout=30)
-        log.close()
         apollo.stop(0.5)
+        exporter.close()
         cluster.local.set_scrape_targets("test-nodes", [])
-
-
-def _ready(url: str) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
-            data: dict[str, Any] = json.loads(r.read())
-            return data
-    except OSError:
-        return {}
 
 
 def _pod(name: str, pool: str, only: list[str] | None = None) -> dict[str, Any]:
@@ -145,7 +119,7 @@ def test_scheduler_places_pods_by_apollo_and_survives_outages(
     wait_for(verdicts, timeout=60, what="APOLLO to forecast overload on the hot node only, from Prometheus data")
     generation = apollo.engine.view.generation
     wait_for(
-        lambda: (r := _ready(stack["url"])).get("apollo") == "ok" and (r.get("snapshot_generation") or 0) >= generation,
+        lambda: (r := readyz(stack["url"])).get("apollo") == "ok" and (r.get("snapshot_generation") or 0) >= generation,
         timeout=30,
         what="extender to hold APOLLO's snapshot with those verdicts",
     )
@@ -175,7 +149,7 @@ def test_scheduler_places_pods_by_apollo_and_survives_outages(
 
     # APOLLO goes away: the extender's snapshot ages out and it answers fail-open; scheduling goes on.
     apollo.stop(0.5)
-    wait_for(lambda: _ready(stack["url"]).get("apollo") == "snapshot-too-old", timeout=30, what="fail-open")
+    wait_for(lambda: readyz(stack["url"]).get("apollo") == "snapshot-too-old", timeout=30, what="fail-open")
     more = [f"no-apollo-{i}" for i in range(3)]
     for name in more:
         cluster.core.create_namespaced_pod(namespace, _pod(name, namespace))
