@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from apollo.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2 as pb
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.settings import ConfigError, host_port, int_range, load, open_unit, positive
+from common.settings import ConfigError, Validated, host_port, int_range, load, open_unit, positive
 
 RESOURCES = ("cpu", "memory", "disk_io", "network", "gpu")
 
@@ -54,8 +54,8 @@ class PrometheusSettings:
         for name, query in self.queries.items():
             if not isinstance(query, str) or not query.strip():
                 raise ConfigError(f"prometheus.queries.{name} must be a non-empty PromQL string")
-        positive("prometheus.timeout_seconds", self.timeout_seconds)
-        positive("prometheus.stale_after_seconds", self.stale_after_seconds)
+        positive()("prometheus.timeout_seconds", self.timeout_seconds)
+        positive()("prometheus.stale_after_seconds", self.stale_after_seconds)
         if not self.node_label:
             raise ConfigError("prometheus.node_label must not be empty")
 
@@ -87,18 +87,18 @@ class ForecastSettings:
         return max(1, math.ceil(self.horizon_minutes * 60 / self.step_seconds))
 
     def validate(self) -> None:
-        positive("forecast.step_seconds", self.step_seconds)
-        int_range("forecast.horizon_minutes", self.horizon_minutes, 1, 1440)
-        int_range("forecast.season_minutes", self.season_minutes, 0, 7 * 1440)
-        open_unit("forecast.decision_quantile", self.decision_quantile)
+        positive()("forecast.step_seconds", self.step_seconds)
+        int_range(1, 1440)("forecast.horizon_minutes", self.horizon_minutes)
+        int_range(0, 7 * 1440)("forecast.season_minutes", self.season_minutes)
+        open_unit()("forecast.decision_quantile", self.decision_quantile)
         if not 0.5 < self.decision_quantile < 1:
             raise ConfigError(f"forecast.decision_quantile must be in (0.5, 1), got {self.decision_quantile}")
-        open_unit("forecast.overload_threshold", self.overload_threshold)
-        int_range("forecast.overload_consecutive_steps", self.overload_consecutive_steps, 1, self.horizon_steps)
-        positive("forecast.reactive_mase_above", self.reactive_mase_above)
-        int_range("forecast.warmup_samples", self.warmup_samples, 0, 100_000)
+        open_unit()("forecast.overload_threshold", self.overload_threshold)
+        int_range(1, self.horizon_steps)("forecast.overload_consecutive_steps", self.overload_consecutive_steps)
+        positive()("forecast.reactive_mase_above", self.reactive_mase_above)
+        int_range(0, 100_000)("forecast.warmup_samples", self.warmup_samples)
         for name in ("alpha", "beta", "phi", "gamma"):
-            open_unit(f"forecast.{name}", getattr(self, name))
+            open_unit()(f"forecast.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,9 @@ class TuningSettings:
     holdout_fraction: float = 0.25
 
     def validate(self) -> None:
-        positive("tuning.interval_seconds", self.interval_seconds)
-        positive("tuning.lookback_hours", self.lookback_hours)
-        open_unit("tuning.holdout_fraction", self.holdout_fraction)
+        positive()("tuning.interval_seconds", self.interval_seconds)
+        positive()("tuning.lookback_hours", self.lookback_hours)
+        open_unit()("tuning.holdout_fraction", self.holdout_fraction)
 
 
 @dataclass(frozen=True)
@@ -130,13 +130,13 @@ class PolicyCaps:
     checkpoint_label: str = "apollo.io/checkpoint"
 
     def validate(self) -> None:
-        int_range("policy.confirm_ticks", self.confirm_ticks, 1, 1000)
-        int_range("policy.max_migrations_per_node", self.max_migrations_per_node, 0, 1000)
-        int_range("policy.max_migrations_per_workload", self.max_migrations_per_workload, 0, 1000)
-        int_range("policy.max_migrations_cluster", self.max_migrations_cluster, 0, 10000)
+        int_range(1, 1000)("policy.confirm_ticks", self.confirm_ticks)
+        int_range(0, 1000)("policy.max_migrations_per_node", self.max_migrations_per_node)
+        int_range(0, 1000)("policy.max_migrations_per_workload", self.max_migrations_per_workload)
+        int_range(0, 10000)("policy.max_migrations_cluster", self.max_migrations_cluster)
         if self.workload_cooldown_seconds < 0:
             raise ConfigError("policy.workload_cooldown_seconds must be >= 0")
-        int_range("policy.migration_timeout_seconds", self.migration_timeout_seconds, 1, 86400)
+        int_range(1, 86400)("policy.migration_timeout_seconds", self.migration_timeout_seconds)
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class KubernetesSettings:
 
 
 @dataclass(frozen=True)
-class ApolloSettings:
+class ApolloSettings(Validated):
     """Everything the `apollo` process reads at start-up."""
 
     grpc_address: str = "0.0.0.0:50051"
@@ -163,17 +163,16 @@ class ApolloSettings:
     policy: PolicyCaps = field(default_factory=PolicyCaps)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
 
-    def validate(self) -> ApolloSettings:
+    def check_relations(self) -> None:
         for name in ("grpc_address", "http_address"):
-            host_port(name, getattr(self, name))
+            host_port()(name, getattr(self, name))
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
-        positive("report_ttl_seconds", self.report_ttl_seconds)
+        positive()("report_ttl_seconds", self.report_ttl_seconds)
         self.prometheus.validate()
         self.forecast.validate()
         self.tuning.validate()
         self.policy.validate()
-        return self
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> ApolloSettings:

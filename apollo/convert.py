@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from apollo.domain import Action, NodeInsight, PodSignature, PolicyDecision, StorageDevice
-from apollo.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2 as pb
 
 _ACTION_WIRE = {
     Action.MIGRATE: pb.ORCHESTRATION_ACTION_MIGRATE,

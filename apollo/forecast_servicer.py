@@ -11,8 +11,8 @@ import numpy as np
 from apollo.convert import timestamp
 from apollo.engine import Engine, EngineView
 from apollo.servicers import require_valid
-from apollo.v1 import apollo_pb2 as pb
-from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apollo_api.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 
 MODEL_TYPE = "ets-damped-holt-winters (vectorised, empirical intervals)"
 _FIELDS = {"cpu": "cpu_usage", "memory": "memory_usage", "disk_io": "io_usage", "network": "network_usage"}

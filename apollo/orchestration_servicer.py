@@ -15,8 +15,8 @@ from apollo.metrics import ApolloMetrics
 from apollo.policy import request_id
 from apollo.scoring import score_pod
 from apollo.servicers import require_valid
-from apollo.v1 import apollo_pb2 as pb
-from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apollo_api.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 
 log = logging.getLogger("apollo.orchestration")
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from apollo.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2 as pb
 
 T = TypeVar("T")
 

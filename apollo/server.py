@@ -25,7 +25,7 @@ from apollo.prometheus_source import PrometheusSource
 from apollo.reports import ReportStore
 from apollo.servicers import InsightServicer, SchedulingServicer
 from apollo.tuning_job import TuningJob
-from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 
 log = logging.getLogger("apollo.server")
 _SERVICES = (

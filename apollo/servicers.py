@@ -26,9 +26,9 @@ from apollo.metrics import ApolloMetrics
 from apollo.node_scores import NodeScores
 from apollo.reports import ReportStore
 from apollo.scoring import score_pod
-from apollo.v1 import apollo_pb2 as pb
-from apollo.v1 import apollo_pb2_grpc as pb_grpc
 from apollo.validation import FieldError, format_errors, sanitize_metrics, validate_message
+from apollo_api.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 
 log = logging.getLogger("apollo.grpc")
 M = TypeVar("M")

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from apollo.v1 import apollo_pb2
+from apollo_api.v1 import apollo_pb2
 
 __all__ = [
     "MAX_HORIZON_MINUTES",

@@ -83,8 +83,8 @@ def start_apollo(prometheus_url: str, nodes: list[str]) -> Any:
 
     from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings
     from apollo.server import serve
-    from apollo.v1 import apollo_pb2 as pb
-    from apollo.v1 import apollo_pb2_grpc as pb_grpc
+    from apollo_api.v1 import apollo_pb2 as pb
+    from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 
     settings = ApolloSettings(
         grpc_address="127.0.0.1:0",
@@ -119,7 +119,7 @@ def start_extender(
     port = free_port()
     env = dict(
         os.environ,
-        EXTENDER_BIND=f"127.0.0.1:{port}",
+        EXTENDER_SERVER__BIND=f"127.0.0.1:{port}",
         EXTENDER_APOLLO_ADDRESS=f"127.0.0.1:{apollo_port}",
         EXTENDER_KUBECONFIG=str(kubeconfig),
         EXTENDER_REFRESH_INTERVAL_SECONDS="0.5",

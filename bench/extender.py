@@ -113,8 +113,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings
 from apollo.prometheus_source import PrometheusSource
 from apollo.server import serve
-from apollo.v1 import apollo_pb2 as pb
-from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apollo_api.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ClusterConfig, ExtenderConfig, LocalCluster, kwok_node
 from apolloctl.cluster.build import build_go_tool, ensure_binaries
 from apolloctl.cluster.process import free_port, kill_group, wait_until
@@ -507,7 +507,7 @@ class ExtenderServer:
     watch_pods: bool
     kubeconfig: str = ""
     policy_enabled: bool = True
-    workers: int = ExtenderSettings().workers  # the production default
+    workers: int = ExtenderSettings().server.workers  # the production default
     port: int = 0
     popen: subprocess.Popen[bytes] | None = None
 
@@ -515,9 +515,9 @@ class ExtenderServer:
         self.port = free_port()
         env = dict(
             os.environ,
-            EXTENDER_BIND=f"127.0.0.1:{self.port}",
+            EXTENDER_SERVER__BIND=f"127.0.0.1:{self.port}",
             EXTENDER_APOLLO_ADDRESS=self.apollo_address,
-            EXTENDER_WORKERS=str(self.workers),
+            EXTENDER_SERVER__WORKERS=str(self.workers),
             EXTENDER_WATCH_PODS="true" if self.watch_pods else "false",
             EXTENDER_KUBECONFIG=self.kubeconfig,
             EXTENDER_POLICY_MODE="annotated" if self.policy_enabled else "off",
@@ -1555,7 +1555,8 @@ def main(argv: list[str] | None = None) -> int:
             if sizes:
                 say(
                     "part 1: /filter and /prioritize under closed-loop load from a separate process "
-                    f"({args.connections} keep-alive connections; gunicorn, {ExtenderSettings().workers} worker(s), "
+                    f"({args.connections} keep-alive connections; gunicorn, "
+                    f"{ExtenderSettings().server.workers} worker(s), "
                     "production settings)"
                 )
                 by_nodes: Json = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,8 +19,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import grpc
 import numpy as np
 
-from apollo.v1 import apollo_pb2 as pb
-from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apollo_api.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
+from common.loops import BackgroundLoop, ClosableQueue
 from extender.metrics import ExtenderMetrics
 from extender.podspec import PodDemand
 from extender.ranking import PodPolicy
@@ -68,7 +68,7 @@ def snapshot_from_proto(msg: pb.NodeScoreSnapshot) -> Snapshot:
     return Snapshot.from_entries(msg.generation, created, nodes, stale=msg.stale, stale_reason=msg.stale_reason)
 
 
-class Refresher(threading.Thread):
+class Refresher(BackgroundLoop):
     """Polls APOLLO for the snapshot; on errors keeps the old one until it ages out."""
 
     def __init__(
@@ -79,13 +79,11 @@ class Refresher(threading.Thread):
         interval: float,
         timeout: float,
     ) -> None:
-        super().__init__(name="apollo-snapshot-refresher", daemon=True)
+        super().__init__("apollo-snapshot-refresher", interval)
         self.stub = stub
         self.store = store
         self.metrics = metrics
-        self.interval = interval
         self.timeout = timeout
-        self._stop_event = threading.Event()
 
     def refresh_once(self) -> bool:
         held = self.store.current
@@ -119,15 +117,10 @@ class Refresher(threading.Thread):
             self.metrics.snapshot_generation.set(snap.generation)
         return True
 
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.refresh_once()
-            snap = self.store.current
-            self.metrics.snapshot_age.set(snap.age() if snap else float("inf"))
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()
+    def run_once(self) -> None:
+        self.refresh_once()
+        snap = self.store.current
+        self.metrics.snapshot_age.set(snap.age() if snap else float("inf"))
 
 
 def policy_from_proto(msg: pb.SchedulingPolicy) -> PodPolicy:
@@ -210,7 +203,7 @@ class PolicyCache:
         return result
 
 
-class ResultReporter(threading.Thread):
+class ResultReporter(BackgroundLoop):
     """Drains scheduling results to APOLLO in batches, one client stream per batch, off the hot path.
 
     A burst binds hundreds of pods a second; one unary RPC per pod cost the extender and APOLLO more
@@ -228,31 +221,28 @@ class ResultReporter(threading.Thread):
         linger: float = 0.5,
         max_batch: int = 1000,
     ) -> None:
-        super().__init__(name="apollo-result-reporter", daemon=True)
+        super().__init__("apollo-result-reporter", 0.0)
         self.stub = stub
         self.metrics = metrics
         self.timeout = timeout
         self.linger = linger
         self.max_batch = max_batch
-        self.queue: queue.Queue[pb.SchedulingResult] = queue.Queue(maxsize=10_000)
+        # Closed on stop, which wakes a consumer blocked on an empty queue.
+        self.queue: ClosableQueue[pb.SchedulingResult] = self.closes(ClosableQueue(maxsize=10_000))
         self._streaming = True
-        self._stop_event = threading.Event()
 
     def submit(self, result: pb.SchedulingResult) -> None:
-        try:
-            self.queue.put_nowait(result)
-        except queue.Full:
+        if not self.queue.put_nowait(result):
             self.metrics.results_reported.labels("dropped").inc()
 
     def next_batch(self) -> list[pb.SchedulingResult]:
-        """Blocks for the first result, lingers so a burst shares the call, then takes what is queued."""
+        """Blocks for the first result, lingers so a burst shares the call, then takes what is queued.
+
+        Raises Stopped once stopped with nothing left to send.
+        """
         batch = [self.queue.get()]
-        self._stop_event.wait(self.linger)
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
+        self.wait(self.linger)
+        batch += self.queue.drain(self.max_batch - 1)
         return batch
 
     def send(self, batch: list[pb.SchedulingResult]) -> None:
@@ -277,9 +267,5 @@ class ResultReporter(threading.Thread):
             except grpc.RpcError:
                 self.metrics.results_reported.labels("error").inc()
 
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.send(self.next_batch())
-
-    def stop(self) -> None:
-        self._stop_event.set()
+    def run_once(self) -> None:
+        self.send(self.next_batch())

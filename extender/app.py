@@ -2,8 +2,8 @@
 
 The verbs themselves live in `extender.verbs` (bytes in, bytes out) and are served by the
 `VerbFastPath` WSGI layer in front of this Flask app; the Flask routes for them remain for requests
-the fast path passes on (no Content-Length). Flask serves everything else and turns any HTTP error
-into a JSON `Error`; nothing ever answers with a traceback.
+the fast path passes on (no Content-Length). Probes, metrics and error bodies come from the shared
+shell (`common.http`); nothing ever answers with a traceback.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ import logging
 from typing import Any
 
 import grpc
-import orjson
 from flask import Flask, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
+from common import kube
+from common.http import Readiness, install
 from extender.apollo_client import PolicyCache, Refresher, ResultReporter
 from extender.config import ExtenderSettings
 from extender.fast_path import VerbFastPath
 from extender.metrics import ExtenderMetrics, exposition
-from extender.verbs import ExtenderState, error_json, filter_verb, prioritize_verb, too_large_message
+from extender.verbs import ExtenderState, filter_verb, prioritize_verb, too_large_message
 
 log = logging.getLogger("extender")
 _JSON = "application/json"
@@ -55,15 +55,13 @@ def create_app(
     if start_background:
         state.refresher.start()
         state.reporter.start()
-        state.threads += [state.refresher, state.reporter]
         if settings.watch_pods:
             from extender.pod_watcher import PodWatcher
 
             if core_v1 is None:
-                core_v1 = _kube_client(settings)
+                core_v1 = kube.core_v1(settings.kubeconfig)
             watcher = PodWatcher(core_v1, state.ledger, state.first_seen, state.reporter.submit)
-            watcher.start()
-            state.threads.append(watcher)
+            state.watcher = watcher.start()
 
     def read_body() -> tuple[bytes, str]:
         try:
@@ -80,56 +78,27 @@ def create_app(
         status, payload = prioritize_verb(state, *read_body())
         return Response(payload, status=status, mimetype=_JSON)
 
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return Response(b'{"status":"ok"}', mimetype=_JSON)
-
-    @app.get("/readyz")
-    def readyz() -> Response:
+    def readiness() -> Readiness:
         # Fail-open by design: the extender is ready without APOLLO, and says how it is doing.
         snap = state.store.current
         usable, reason = state.store.usable(settings.snapshot_max_age_seconds)
-        return Response(
-            orjson.dumps(
-                {
-                    "status": "ok",
-                    "apollo": "ok" if usable else reason,
-                    "snapshot_generation": snap.generation if snap else None,
-                    "snapshot_age_seconds": round(snap.age(), 3) if snap else None,
-                    "last_refresh_error": state.store.last_error or None,
-                    "hot_placements": len(state.ledger),
-                }
-            ),
-            mimetype=_JSON,
+        return Readiness(
+            True,
+            {
+                "apollo": "ok" if usable else reason,
+                "snapshot_generation": snap.generation if snap else None,
+                "snapshot_age_seconds": round(snap.age(), 3) if snap else None,
+                "last_refresh_error": state.store.last_error or None,
+                "hot_placements": len(state.ledger),
+            },
         )
 
-    @app.get("/metrics")
-    def metrics_endpoint() -> Response:
+    def metrics_text() -> bytes:
         snap = state.store.current
         state.metrics.snapshot_age.set(snap.age() if snap else float("inf"))
         state.metrics.placements.set(len(state.ledger))
-        return Response(exposition(state.metrics), mimetype=CONTENT_TYPE_LATEST)
+        return exposition(state.metrics)
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        return Response(error_json(f"{exc.code} {exc.name}: {exc.description}"), status=exc.code or 400, mimetype=_JSON)
-
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception) -> Response:
-        # A bug must not take a gunicorn worker down nor leak a traceback to the caller.
-        log.exception("unexpected error", extra={"path": request.path})
-        return Response(error_json(f"internal error: {type(exc).__name__}"), status=500, mimetype=_JSON)
-
+    install(app, readiness=readiness, metrics=metrics_text, service="apollo-extender")
     app.wsgi_app = VerbFastPath(app.wsgi_app, state)  # type: ignore[method-assign]
     return app
-
-
-def _kube_client(settings: ExtenderSettings) -> Any:
-    from kubernetes import client, config
-
-    if settings.kubeconfig:
-        api = config.new_client_from_config(config_file=settings.kubeconfig)  # type: ignore[no-untyped-call]
-    else:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        api = client.ApiClient()
-    return client.CoreV1Api(api)

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 
-from apollo.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2 as pb
+from common.loops import BackgroundLoop
 from extender.placements import Placement, PlacementLedger
 from extender.podspec import pod_demand
 
 log = logging.getLogger("extender.watch")
+RELIST_BACKOFF_SECONDS = 2.0  # after a watch ends or fails, before listing again
 
 
 def bound_at(pod: dict[str, Any]) -> float:
@@ -37,7 +38,7 @@ def bound_at(pod: dict[str, Any]) -> float:
     return time.time()
 
 
-class PodWatcher(threading.Thread):
+class PodWatcher(BackgroundLoop):
     """Records every newly bound pod once; reports those this extender had scored."""
 
     def __init__(
@@ -47,12 +48,11 @@ class PodWatcher(threading.Thread):
         seen: Callable[[str], float | None],
         report: Callable[[pb.SchedulingResult], None],
     ) -> None:
-        super().__init__(name="pod-binding-watcher", daemon=True)
+        super().__init__("pod-binding-watcher", RELIST_BACKOFF_SECONDS)
         self.core = core_v1
         self.ledger = ledger
         self.seen = seen
         self.report = report
-        self._stop_event = threading.Event()
 
     def handle(self, event_type: str, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}
@@ -98,27 +98,23 @@ class PodWatcher(threading.Thread):
                     if line.strip():
                         event = orjson.loads(line)
                         yield event.get("type", ""), event.get("object") or {}
-                if self._stop_event.is_set():
+                if self.stopping:
                     return
         finally:
             resp.release_conn()
 
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            try:
-                raw = self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=", _preload_content=False)
-                listing = orjson.loads(raw.data)
-                for pod in listing.get("items") or []:
-                    # Bound before we started: their binding time decides whether APOLLO's sample
-                    # already covers them (the ledger prunes what it does).
-                    self.handle("ADDED", pod)
-                for event_type, pod in self._events(listing["metadata"]["resourceVersion"]):
-                    if event_type == "ERROR":
-                        break  # e.g. 410 Gone: list again
-                    self.handle(event_type, pod)
-            except Exception as exc:  # the watch must survive API hiccups
-                log.warning("pod watch interrupted; retrying", extra={"error": f"{type(exc).__name__}: {exc}"})
-                self._stop_event.wait(2.0)
-
-    def stop(self) -> None:
-        self._stop_event.set()
+    def run_once(self) -> None:
+        """List, then watch until the watch ends; the loop waits a moment and lists again."""
+        try:
+            raw = self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=", _preload_content=False)
+            listing = orjson.loads(raw.data)
+            for pod in listing.get("items") or []:
+                # Bound before we started: their binding time decides whether APOLLO's sample
+                # already covers them (the ledger prunes what it does).
+                self.handle("ADDED", pod)
+            for event_type, pod in self._events(listing["metadata"]["resourceVersion"]):
+                if event_type == "ERROR":
+                    break  # e.g. 410 Gone: list again
+                self.handle(event_type, pod)
+        except Exception as exc:  # the watch must survive API hiccups
+            log.warning("pod watch interrupted; retrying", extra={"error": f"{type(exc).__name__}: {exc}"})

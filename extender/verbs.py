@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from common.loops import BackgroundLoop
 from extender.apollo_client import PolicyCache, Refresher, ResultReporter
 from extender.config import ExtenderSettings
 from extender.metrics import ExtenderMetrics
@@ -49,7 +50,7 @@ class ExtenderState:
     policies: PolicyCache | None = None
     reporter: ResultReporter | None = None
     refresher: Refresher | None = None
-    threads: list[Any] = field(default_factory=list)
+    watcher: BackgroundLoop | None = None
     _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _seen_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_fallback_log: float = 0.0

@@ -1,22 +1,22 @@
 #!/usr/bin/env python3
-"""Generate (or check) the Python gRPC stubs for ``proto/apollo.proto`` into ``apollo/v1/``.
+"""Generate (or check) the Python gRPC stubs for ``proto/apollo.proto`` into ``apollo_api/v1/``.
 
 Usage (from anywhere; paths are resolved from this file)::
 
-    python hack/gen_proto.py          # (re)write the generated modules in apollo/v1/
+    python hack/gen_proto.py          # (re)write the generated modules in apollo_api/v1/
     python hack/gen_proto.py --check  # exit 1 if the committed stubs differ from what would be generated
 
 Why it is done this way:
 
-* protoc runs with the virtual include mapping ``--proto_path=apollo/v1=proto``. protoc then sees the file as
-  ``apollo/v1/apollo.proto``, writes the outputs to ``apollo/v1/`` and the generated gRPC module imports
-  ``from apollo.v1 import apollo_pb2`` (package-qualified) instead of a bare ``import apollo_pb2`` that only
-  works with ``apollo/v1`` on ``sys.path``. No post-processing of generated text is needed. The protobuf
+* protoc runs with the virtual include mapping ``--proto_path=apollo_api/v1=proto``. protoc then sees the file as
+  ``apollo_api/v1/apollo.proto``, writes the outputs to ``apollo_api/v1/`` and the generated gRPC module imports
+  ``from apollo_api.v1 import apollo_pb2`` (package-qualified) instead of a bare ``import apollo_pb2`` that only
+  works with ``apollo_api/v1`` on ``sys.path``. No post-processing of generated text is needed. The protobuf
   package stays ``apollo``: the file name seen by protoc never reaches the wire.
 * Typed stubs come from mypy-protobuf (``protoc-gen-mypy`` / ``protoc-gen-mypy_grpc``) when it is installed
   (it is in the ``dev`` extra), because it also types the gRPC servicers and stubs; otherwise from
   grpcio-tools' own ``--pyi_out`` (messages only). ``--check`` refuses to compare across generators.
-* Output depends on the generator versions, so the committed ``apollo/v1/__init__.py`` records them and
+* Output depends on the generator versions, so the committed ``apollo_api/v1/__init__.py`` records them and
   ``--check`` names both sides when they differ. Generation is otherwise deterministic: same inputs and tool
   versions give the same bytes (no timestamps, no absolute paths).
 * ``--check`` generates into a temporary directory and compares bytes, so it never touches the work tree.
@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "proto"
 PROTO_FILE = "apollo.proto"
-PACKAGE_DIR = "apollo/v1"  # import path of the generated modules: apollo.v1.apollo_pb2
+PACKAGE_DIR = "apollo_api/v1"  # import path of the generated modules: apollo_api.v1.apollo_pb2
 VIRTUAL_PROTO = f"{PACKAGE_DIR}/{PROTO_FILE}"
 
 GENERATED_BY_PROTOC = ("apollo_pb2.py", "apollo_pb2.pyi", "apollo_pb2_grpc.py")
@@ -47,7 +47,7 @@ INIT_FILE = "__init__.py"
 INIT_TEMPLATE = '''"""Generated Python stubs for proto/apollo.proto (protobuf package ``apollo``).
 
 Do not edit: regenerate with ``python hack/gen_proto.py`` and commit the result.
-Import as ``from apollo.v1 import apollo_pb2, apollo_pb2_grpc``.
+Import as ``from apollo_api.v1 import apollo_pb2, apollo_pb2_grpc``.
 
 Generated with: {tools}
 """
@@ -87,7 +87,7 @@ def _protoc_include() -> str:
 
 
 def generate(out_root: Path, *, use_mypy: bool) -> list[str]:
-    """Run protoc into ``out_root/apollo/v1`` and return the names of the files it should contain."""
+    """Run protoc into ``out_root/apollo_api/v1`` and return the names of the files it should contain."""
     pkg = out_root / PACKAGE_DIR
     pkg.mkdir(parents=True, exist_ok=True)
     cmd = [

@@ -19,8 +19,8 @@ import pytest
 from apollo.config import ApolloSettings, ForecastSettings, KubernetesSettings, PolicyCaps, PrometheusSettings
 from apollo.prometheus_source import PrometheusSource
 from apollo.server import Apollo, serve
-from apollo.v1 import apollo_pb2 as pb
-from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apollo_api.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ScrapeTarget
 from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter
 from tests.conftest import ClusterHandle

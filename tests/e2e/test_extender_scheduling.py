@@ -14,8 +14,8 @@ import pytest
 
 from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings
 from apollo.server import Apollo, serve
-from apollo.v1 import apollo_pb2 as pb
-from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apollo_api.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ExtenderConfig, ScrapeTarget
 from apolloctl.demo import readyz, start_extender
 from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter

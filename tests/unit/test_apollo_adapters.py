@@ -12,7 +12,7 @@ from apollo.convert import insight_from_wire, policy_to_wire, signature_from_wir
 from apollo.domain import Action, MigrationTarget, NodeCapacity, PolicyDecision, Priority, RunningPod
 from apollo.kube_reader import MIGRATION_ANNOTATION, nodes_from, running_pod_from
 from apollo.outlooks import node_outlooks, workload_outlooks
-from apollo.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2 as pb
 
 GiB = 2**30
 

@@ -16,8 +16,8 @@ from apollo.domain import NodeCapacity, RunningPod
 from apollo.kube_reader import ClusterView
 from apollo.prometheus_source import PrometheusSource
 from apollo.server import Apollo, serve
-from apollo.v1 import apollo_pb2 as pb
-from apollo.v1 import apollo_pb2_grpc as pb_grpc
+from apollo_api.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 
 
 class ScriptedProm:

@@ -12,7 +12,7 @@ import grpc
 import orjson
 import pytest
 
-from apollo.v1 import apollo_pb2 as pb
+from apollo_api.v1 import apollo_pb2 as pb
 from common.quantity import parse_quantity
 from extender.app import create_app
 from extender.config import ExtenderSettings, load_settings
@@ -205,7 +205,8 @@ def test_non_protocol_requests_get_400s(app_and_state: tuple[Any, ExtenderState]
     client, _ = app_and_state
     assert client.get("/filter").status_code == 405
     assert client.get("/nope").status_code == 404
-    assert "Error" in client.get("/nope").get_json()
+    body = client.get("/nope").get_json()
+    assert body["kind"] == "Status" and body["code"] == 404 and body["reason"] == "NotFound"
 
 
 def test_quantities_and_demand() -> None:
@@ -224,8 +225,8 @@ def test_settings_validation() -> None:
         load_settings(environ={"EXTENDER_SNAPSHOT_MAX_AGE_SECONDS": "1", "EXTENDER_REFRESH_INTERVAL_SECONDS": "2"})
     with pytest.raises(ValueError, match="apollo_address must be host:port"):
         load_settings(environ={"EXTENDER_APOLLO_ADDRESS": "nohost"})
-    assert load_settings(environ={"EXTENDER_WORKERS": "3"}).workers == 3
-    with pytest.raises(ValueError, match="hot_value_lag_seconds must be in"):
+    assert load_settings(environ={"EXTENDER_SERVER__WORKERS": "3"}).server.workers == 3
+    with pytest.raises(ValueError, match="hot_value_lag_seconds must be a finite number in"):
         load_settings(environ={"EXTENDER_HOT_VALUE_LAG_SECONDS": "-1"})
 
 
@@ -253,7 +254,7 @@ class _SlowPolicyStub:
         self.calls = 0
 
     def GetSchedulingPolicy(self, request: Any, timeout: float) -> Any:
-        from apollo.v1 import apollo_pb2 as pb
+        from apollo_api.v1 import apollo_pb2 as pb
 
         self.calls += 1
         time.sleep(self.delay)

@@ -24,7 +24,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 
-from apollo.v1 import apollo_pb2, apollo_pb2_grpc
+from apollo_api.v1 import apollo_pb2, apollo_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -439,7 +439,7 @@ def test_package_and_import_path() -> None:
     assert proto.syntax == "proto3"
     assert list(proto.dependency) == ["google/protobuf/timestamp.proto"]
     # The gRPC module imports the messages package-qualified, not as a top-level `apollo_pb2`.
-    assert getattr(apollo_pb2_grpc, "apollo_dot_v1_dot_apollo__pb2") is apollo_pb2  # noqa: B009 (untyped)
+    assert getattr(apollo_pb2_grpc, "apollo__api_dot_v1_dot_apollo__pb2") is apollo_pb2  # noqa: B009 (untyped)
 
 
 def test_seed_and_extension_fields_match_descriptors() -> None:
@@ -548,10 +548,10 @@ def test_committed_descriptor_matches_proto_source() -> None:
                 sys.executable,
                 "-m",
                 "grpc_tools.protoc",
-                f"--proto_path=apollo/v1={ROOT / 'proto'}",
+                f"--proto_path=apollo_api/v1={ROOT / 'proto'}",
                 f"--proto_path={include}",
                 f"--descriptor_set_out={out}",
-                "apollo/v1/apollo.proto",
+                "apollo_api/v1/apollo.proto",
             ],
             cwd=ROOT,
             capture_output=True,
@@ -565,7 +565,7 @@ def test_committed_descriptor_matches_proto_source() -> None:
     source = fresh.file[0]
     _strip_json_names(source.message_type)  # protoc adds json_name only to descriptor sets, not to gencode
     embedded = descriptor_pb2.FileDescriptorProto.FromString(apollo_pb2.DESCRIPTOR.serialized_pb)
-    assert source == embedded, "apollo/v1 stubs are stale: run `python hack/gen_proto.py`"
+    assert source == embedded, "apollo_api/v1 stubs are stale: run `python hack/gen_proto.py`"
 
 
 def _strip_json_names(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:

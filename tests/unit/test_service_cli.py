@@ -12,7 +12,7 @@ import extender.main
     ("main", "variable", "value", "field"),
     [
         (apollo.main.main, "APOLLO_GRPC_ADDRESS", "no-port", "grpc_address"),
-        (extender.main.main, "EXTENDER_WORKERS", "0", "workers"),
+        (extender.main.main, "EXTENDER_SERVER__WORKERS", "0", "server.workers"),
         (extender.main.main, "EXTENDER_POLICY_MODE", "sometimes", "policy_mode"),
     ],
 )

@@ -8,7 +8,6 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
 from apollo import validation
-from apollo.v1 import apollo_pb2 as pb
 from apollo.validation import (
     FieldError,
     format_errors,
@@ -26,6 +25,7 @@ from apollo.validation import (
     validate_scheduling_result,
     validate_workload_signature,
 )
+from apollo_api.v1 import apollo_pb2 as pb
 
 NAN = math.nan
 INF = math.inf

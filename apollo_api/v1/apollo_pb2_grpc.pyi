@@ -21,7 +21,7 @@ custom scheduler, orchestration clients); the contract is SEED-CONTRACT.md besid
 Units: *_percent are 0-100, *_bytes are bytes, *_cores are CPU cores, *_ms milliseconds, *_mbps MB/s.
 """
 
-from apollo.v1 import apollo_pb2 as _apollo_pb2
+from apollo_api.v1 import apollo_pb2 as _apollo_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from apollo.v1 import apollo_pb2 as apollo_dot_v1_dot_apollo__pb2
+from apollo_api.v1 import apollo_pb2 as apollo__api_dot_v1_dot_apollo__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in apollo/v1/apollo_pb2_grpc.py depends on'
+        + ' but the generated code in apollo_api/v1/apollo_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,23 +37,23 @@ class InsightServiceStub:
         """
         self.ReportWorkloadSignature = channel.unary_unary(
                 '/apollo.InsightService/ReportWorkloadSignature',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.WorkloadSignature.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.WorkloadSignature.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
                 _registered_method=True)
         self.StreamWorkloadSignatures = channel.stream_unary(
                 '/apollo.InsightService/StreamWorkloadSignatures',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.WorkloadSignature.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.WorkloadSignature.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
                 _registered_method=True)
         self.ReportClusterInsight = channel.unary_unary(
                 '/apollo.InsightService/ReportClusterInsight',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.ClusterInsight.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.ClusterInsight.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
                 _registered_method=True)
         self.StreamClusterInsights = channel.stream_unary(
                 '/apollo.InsightService/StreamClusterInsights',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.ClusterInsight.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.ClusterInsight.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
                 _registered_method=True)
 
 
@@ -90,23 +90,23 @@ def add_InsightServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ReportWorkloadSignature': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportWorkloadSignature,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.WorkloadSignature.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.ReportResponse.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.WorkloadSignature.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.SerializeToString,
             ),
             'StreamWorkloadSignatures': grpc.stream_unary_rpc_method_handler(
                     servicer.StreamWorkloadSignatures,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.WorkloadSignature.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.StreamResponse.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.WorkloadSignature.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.StreamResponse.SerializeToString,
             ),
             'ReportClusterInsight': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportClusterInsight,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.ClusterInsight.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.ReportResponse.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.ClusterInsight.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.SerializeToString,
             ),
             'StreamClusterInsights': grpc.stream_unary_rpc_method_handler(
                     servicer.StreamClusterInsights,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.ClusterInsight.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.StreamResponse.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.ClusterInsight.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.StreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,8 +135,8 @@ class InsightService:
             request,
             target,
             '/apollo.InsightService/ReportWorkloadSignature',
-            apollo_dot_v1_dot_apollo__pb2.WorkloadSignature.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.WorkloadSignature.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -162,8 +162,8 @@ class InsightService:
             request_iterator,
             target,
             '/apollo.InsightService/StreamWorkloadSignatures',
-            apollo_dot_v1_dot_apollo__pb2.WorkloadSignature.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.WorkloadSignature.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -189,8 +189,8 @@ class InsightService:
             request,
             target,
             '/apollo.InsightService/ReportClusterInsight',
-            apollo_dot_v1_dot_apollo__pb2.ClusterInsight.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.ClusterInsight.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -216,8 +216,8 @@ class InsightService:
             request_iterator,
             target,
             '/apollo.InsightService/StreamClusterInsights',
-            apollo_dot_v1_dot_apollo__pb2.ClusterInsight.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.ClusterInsight.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -241,23 +241,23 @@ class SchedulingPolicyServiceStub:
         """
         self.GetSchedulingPolicy = channel.unary_unary(
                 '/apollo.SchedulingPolicyService/GetSchedulingPolicy',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.SchedulingPolicyRequest.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.SchedulingPolicy.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.SchedulingPolicyRequest.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.SchedulingPolicy.FromString,
                 _registered_method=True)
         self.ReportSchedulingResult = channel.unary_unary(
                 '/apollo.SchedulingPolicyService/ReportSchedulingResult',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.SchedulingResult.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.SchedulingResult.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
                 _registered_method=True)
         self.GetNodeScoreSnapshot = channel.unary_unary(
                 '/apollo.SchedulingPolicyService/GetNodeScoreSnapshot',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshotRequest.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshot.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.NodeScoreSnapshotRequest.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.NodeScoreSnapshot.FromString,
                 _registered_method=True)
         self.StreamSchedulingResults = channel.stream_unary(
                 '/apollo.SchedulingPolicyService/StreamSchedulingResults',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.SchedulingResult.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.SchedulingResult.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
                 _registered_method=True)
 
 
@@ -300,23 +300,23 @@ def add_SchedulingPolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetSchedulingPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSchedulingPolicy,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.SchedulingPolicyRequest.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.SchedulingPolicy.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.SchedulingPolicyRequest.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.SchedulingPolicy.SerializeToString,
             ),
             'ReportSchedulingResult': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportSchedulingResult,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.SchedulingResult.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.ReportResponse.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.SchedulingResult.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.SerializeToString,
             ),
             'GetNodeScoreSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNodeScoreSnapshot,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshotRequest.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshot.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.NodeScoreSnapshotRequest.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.NodeScoreSnapshot.SerializeToString,
             ),
             'StreamSchedulingResults': grpc.stream_unary_rpc_method_handler(
                     servicer.StreamSchedulingResults,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.SchedulingResult.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.StreamResponse.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.SchedulingResult.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.StreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,8 +345,8 @@ class SchedulingPolicyService:
             request,
             target,
             '/apollo.SchedulingPolicyService/GetSchedulingPolicy',
-            apollo_dot_v1_dot_apollo__pb2.SchedulingPolicyRequest.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.SchedulingPolicy.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.SchedulingPolicyRequest.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.SchedulingPolicy.FromString,
             options,
             channel_credentials,
             insecure,
@@ -372,8 +372,8 @@ class SchedulingPolicyService:
             request,
             target,
             '/apollo.SchedulingPolicyService/ReportSchedulingResult',
-            apollo_dot_v1_dot_apollo__pb2.SchedulingResult.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.SchedulingResult.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -399,8 +399,8 @@ class SchedulingPolicyService:
             request,
             target,
             '/apollo.SchedulingPolicyService/GetNodeScoreSnapshot',
-            apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshotRequest.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.NodeScoreSnapshot.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.NodeScoreSnapshotRequest.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.NodeScoreSnapshot.FromString,
             options,
             channel_credentials,
             insecure,
@@ -426,8 +426,8 @@ class SchedulingPolicyService:
             request_iterator,
             target,
             '/apollo.SchedulingPolicyService/StreamSchedulingResults',
-            apollo_dot_v1_dot_apollo__pb2.SchedulingResult.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.SchedulingResult.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.StreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -451,18 +451,18 @@ class OrchestrationPolicyServiceStub:
         """
         self.SubscribePolicies = channel.unary_stream(
                 '/apollo.OrchestrationPolicyService/SubscribePolicies',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.PolicySubscription.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.OrchestrationPolicy.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.PolicySubscription.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.OrchestrationPolicy.FromString,
                 _registered_method=True)
         self.GetOrchestrationPolicy = channel.unary_unary(
                 '/apollo.OrchestrationPolicyService/GetOrchestrationPolicy',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.OrchestrationPolicyRequest.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.OrchestrationPolicy.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.OrchestrationPolicyRequest.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.OrchestrationPolicy.FromString,
                 _registered_method=True)
         self.ReportExecutionResult = channel.unary_unary(
                 '/apollo.OrchestrationPolicyService/ReportExecutionResult',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.ExecutionResult.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.ExecutionResult.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
                 _registered_method=True)
 
 
@@ -493,18 +493,18 @@ def add_OrchestrationPolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'SubscribePolicies': grpc.unary_stream_rpc_method_handler(
                     servicer.SubscribePolicies,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.PolicySubscription.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.OrchestrationPolicy.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.PolicySubscription.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.OrchestrationPolicy.SerializeToString,
             ),
             'GetOrchestrationPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrchestrationPolicy,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.OrchestrationPolicyRequest.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.OrchestrationPolicy.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.OrchestrationPolicyRequest.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.OrchestrationPolicy.SerializeToString,
             ),
             'ReportExecutionResult': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportExecutionResult,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.ExecutionResult.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.ReportResponse.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.ExecutionResult.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -533,8 +533,8 @@ class OrchestrationPolicyService:
             request,
             target,
             '/apollo.OrchestrationPolicyService/SubscribePolicies',
-            apollo_dot_v1_dot_apollo__pb2.PolicySubscription.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.OrchestrationPolicy.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.PolicySubscription.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.OrchestrationPolicy.FromString,
             options,
             channel_credentials,
             insecure,
@@ -560,8 +560,8 @@ class OrchestrationPolicyService:
             request,
             target,
             '/apollo.OrchestrationPolicyService/GetOrchestrationPolicy',
-            apollo_dot_v1_dot_apollo__pb2.OrchestrationPolicyRequest.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.OrchestrationPolicy.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.OrchestrationPolicyRequest.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.OrchestrationPolicy.FromString,
             options,
             channel_credentials,
             insecure,
@@ -587,8 +587,8 @@ class OrchestrationPolicyService:
             request,
             target,
             '/apollo.OrchestrationPolicyService/ReportExecutionResult',
-            apollo_dot_v1_dot_apollo__pb2.ExecutionResult.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.ExecutionResult.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.ReportResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -612,13 +612,13 @@ class ForecastServiceStub:
         """
         self.GetResourcePrediction = channel.unary_unary(
                 '/apollo.ForecastService/GetResourcePrediction',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.PredictionRequest.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.ResourcePrediction.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.PredictionRequest.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.ResourcePrediction.FromString,
                 _registered_method=True)
         self.GetClusterPrediction = channel.unary_unary(
                 '/apollo.ForecastService/GetClusterPrediction',
-                request_serializer=apollo_dot_v1_dot_apollo__pb2.ClusterPredictionRequest.SerializeToString,
-                response_deserializer=apollo_dot_v1_dot_apollo__pb2.ClusterPrediction.FromString,
+                request_serializer=apollo__api_dot_v1_dot_apollo__pb2.ClusterPredictionRequest.SerializeToString,
+                response_deserializer=apollo__api_dot_v1_dot_apollo__pb2.ClusterPrediction.FromString,
                 _registered_method=True)
 
 
@@ -643,13 +643,13 @@ def add_ForecastServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetResourcePrediction': grpc.unary_unary_rpc_method_handler(
                     servicer.GetResourcePrediction,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.PredictionRequest.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.ResourcePrediction.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.PredictionRequest.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.ResourcePrediction.SerializeToString,
             ),
             'GetClusterPrediction': grpc.unary_unary_rpc_method_handler(
                     servicer.GetClusterPrediction,
-                    request_deserializer=apollo_dot_v1_dot_apollo__pb2.ClusterPredictionRequest.FromString,
-                    response_serializer=apollo_dot_v1_dot_apollo__pb2.ClusterPrediction.SerializeToString,
+                    request_deserializer=apollo__api_dot_v1_dot_apollo__pb2.ClusterPredictionRequest.FromString,
+                    response_serializer=apollo__api_dot_v1_dot_apollo__pb2.ClusterPrediction.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -678,8 +678,8 @@ class ForecastService:
             request,
             target,
             '/apollo.ForecastService/GetResourcePrediction',
-            apollo_dot_v1_dot_apollo__pb2.PredictionRequest.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.ResourcePrediction.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.PredictionRequest.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.ResourcePrediction.FromString,
             options,
             channel_credentials,
             insecure,
@@ -705,8 +705,8 @@ class ForecastService:
             request,
             target,
             '/apollo.ForecastService/GetClusterPrediction',
-            apollo_dot_v1_dot_apollo__pb2.ClusterPredictionRequest.SerializeToString,
-            apollo_dot_v1_dot_apollo__pb2.ClusterPrediction.FromString,
+            apollo__api_dot_v1_dot_apollo__pb2.ClusterPredictionRequest.SerializeToString,
+            apollo__api_dot_v1_dot_apollo__pb2.ClusterPrediction.FromString,
             options,
             channel_credentials,
             insecure,
