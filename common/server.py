@@ -44,7 +44,7 @@ class ServerSettings:
     threads: int = setting(
         8, "Threads per worker: probes and /metrics are served beside the hot path.", int_range(1, 256)
     )
-    certfile: str = setting("", "TLS certificate (PEM). Empty: plain HTTP. Reloaded by restart of workers.", None)
+    certfile: str = setting("", "TLS certificate (PEM). Empty: plain HTTP.", None)
     keyfile: str = setting("", "TLS private key (PEM), required with certfile.", None)
     keepalive_seconds: int = setting(
         75, "Idle keep-alive; above kube-apiserver's and kube-scheduler's idle timeouts.", int_range(1, 3600)
