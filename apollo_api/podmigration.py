@@ -218,6 +218,9 @@ class PodMigrationStatus(_Json):
     # The pod spec and metadata to re-create a bare pod from (no controller will).
     pod_template: dict[str, Any] = field(default_factory=dict)
     checkpoint_pvc: str = ""
+    # A target chosen by someone other than the requester (APOLLO's policy, the orchestrator's ranking):
+    # the replacement prefers it, while spec.targetNode (named by the requester) is required.
+    suggested_node: str = ""
     replacement_pod: str = ""
     replacement_node: str = ""
     # RFC 3339 times of each step (see STEP_NAMES); the orchestrator fills what happened.
@@ -245,6 +248,7 @@ class PodMigrationStatus(_Json):
             containers=[ContainerState.from_json(c) for c in data.get("containers") or []],
             pod_template=dict(data.get("podTemplate") or {}),
             checkpoint_pvc=str(data.get("checkpointPVC", "")),
+            suggested_node=str(data.get("suggestedNode", "")),
             replacement_pod=str(data.get("replacementPod", "")),
             replacement_node=str(data.get("replacementNode", "")),
             steps={str(k): str(v) for k, v in (data.get("steps") or {}).items()},
