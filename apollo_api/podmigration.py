@@ -38,6 +38,14 @@ RESUMED_FROM_ANNOTATION = "apollo.io/resumed-from"
 # On PodMigration objects: the pod UID being migrated, for a quick label-selector lookup.
 POD_UID_LABEL = "apollo.io/pod-uid"
 POD_NAME_LABEL = "apollo.io/pod-name"
+# On a PodMigration: a cancellation request (RFC 3339 time; set by the REST API and apolloctl, which never
+# write status once the controller has started). The controller honours it before the eviction (phase
+# Cancelled, nothing touched); after the eviction the move completes and the message says it came too late.
+CANCEL_ANNOTATION = "apollo.io/cancel-requested"
+# Who asked for the cancellation (the authenticated user), for the message and the events.
+CANCEL_BY_ANNOTATION = "apollo.io/cancel-requested-by"
+# On PodMigrations created together by one batch (drain-like) request: the batch id, to list them together.
+BATCH_LABEL = "apollo.io/batch"
 CHECKPOINT_VOLUME = "apollo-checkpoint"
 CHECKPOINT_ENV = "CHECKPOINT_DIR"
 CHECKPOINT_SUFFIX = "-ckpt"
