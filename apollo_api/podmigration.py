@@ -44,6 +44,13 @@ POD_NAME_LABEL = "apollo.io/pod-name"
 CANCEL_ANNOTATION = "apollo.io/cancel-requested"
 # Who asked for the cancellation (the authenticated user), for the message and the events.
 CANCEL_BY_ANNOTATION = "apollo.io/cancel-requested-by"
+# On a source pod: the last step the workload wrote to its checkpoint (set by the workload or the pod runner,
+# like RESUMED_FROM_ANNOTATION). The orchestrator records it at capture; a replacement that then reports
+# RESUMED_FROM "-1" (from scratch) lost that state, and the migration fails saying so.
+CHECKPOINT_STEP_ANNOTATION = "apollo.io/checkpoint-step"
+# On a PodMigration at creation: a preferred target chosen by someone other than the requester (APOLLO's
+# policy). Status cannot be written on create, so the controller copies it to status.suggestedNode.
+SUGGESTED_NODE_ANNOTATION = "apollo.io/suggested-node"
 # On PodMigrations created together by one batch (drain-like) request: the batch id, to list them together.
 BATCH_LABEL = "apollo.io/batch"
 CHECKPOINT_VOLUME = "apollo-checkpoint"
@@ -236,7 +243,11 @@ class PodMigrationStatus(_Json):
     requests_before: Resources | None = None
     requests_after: Resources | None = None
     resumed_from: str = ""
+    # CHECKPOINT_STEP_ANNOTATION of the source pod at capture: a checkpoint existed ("" = not reported).
+    checkpoint_step: str = ""
     eviction_attempts: int = 0
+    # RFC 3339 time of the latest eviction request, so the retry backoff survives a controller restart.
+    last_eviction_attempt: str = ""
     observed_generation: int = 0
     duration: str = ""
 
@@ -263,7 +274,9 @@ class PodMigrationStatus(_Json):
             requests_before=Resources.from_json(data["requestsBefore"]) if data.get("requestsBefore") else None,
             requests_after=Resources.from_json(data["requestsAfter"]) if data.get("requestsAfter") else None,
             resumed_from=str(data.get("resumedFrom", "")),
+            checkpoint_step=str(data.get("checkpointStep", "")),
             eviction_attempts=int(data.get("evictionAttempts", 0)),
+            last_eviction_attempt=str(data.get("lastEvictionAttempt", "")),
             observed_generation=int(data.get("observedGeneration", 0)),
             duration=str(data.get("duration", "")),
         )
