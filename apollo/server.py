@@ -15,16 +15,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from apollo.adapters.grpc.forecast import ForecastServicer
+from apollo.adapters.grpc.orchestration import OrchestrationServicer
+from apollo.adapters.grpc.scheduling import InsightServicer, SchedulingServicer
+from apollo.adapters.kubernetes import KubeReader
+from apollo.adapters.metrics import ApolloMetrics
+from apollo.adapters.prometheus import PrometheusSource
 from apollo.config import ApolloSettings
-from apollo.engine import Engine
-from apollo.forecast_servicer import ForecastServicer
-from apollo.kube_reader import KubeReader
-from apollo.metrics import ApolloMetrics
-from apollo.orchestration_servicer import OrchestrationServicer
-from apollo.prometheus_source import PrometheusSource
-from apollo.reports import ReportStore
-from apollo.servicers import InsightServicer, SchedulingServicer
-from apollo.tuning_job import TuningJob
+from apollo.jobs.tuning import TuningJob
+from apollo.runtime.engine import Engine
+from apollo.runtime.reports import ReportStore
 from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 
 log = logging.getLogger("apollo.server")

@@ -110,8 +110,8 @@ import grpc
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from apollo.adapters.prometheus import PrometheusSource
 from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings
-from apollo.prometheus_source import PrometheusSource
 from apollo.server import serve
 from apollo_api.v1 import apollo_pb2 as pb
 from apollo_api.v1 import apollo_pb2_grpc as pb_grpc

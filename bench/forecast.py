@@ -3,7 +3,7 @@
 Run: ``python -m bench.forecast --json [--quick]``. Human-readable lines first; with ``--json`` the LAST
 line is one JSON object.
 
-What is measured, all in one run on seeded synthetic traces (:mod:`apollo.synthetic`: daily seasons for
+What is measured, all in one run on seeded synthetic traces (:mod:`apollo.core.forecasting.synthetic`: daily seasons for
 some series, trends, AR heavy-tailed noise, bursts, spikes, level shifts, gaps), 5-minute samples, a
 30-minute horizon (H = 6 steps), daily season of 288 samples:
 
@@ -11,7 +11,7 @@ some series, trends, AR heavy-tailed noise, bursts, spikes, level shifts, gaps),
    two days and a quarter (so seasonal series have been detected and use their seasonal component).
    Median and p90 over the timed ticks.
 2. Accuracy on held-out traces (a different seed; the model's defaults were chosen on other seeds):
-   7 days, parameters tuned per resource kind (:func:`apollo.tuning.tune`; one shared set with
+   7 days, parameters tuned per resource kind (:func:`apollo.core.forecasting.tuning.tune`; one shared set with
    ``--quick``) on the first 5 days only, then the model runs online through all 7 days
    and is scored on rolling origins in the last 2: MASE (mean absolute h-step error over h = 1..6 divided
    by the in-sample mean |y_t - y_{t-288}| of the first 5 days, averaged over series) and the share of
@@ -42,13 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from apollo.accuracy import mean_over_series, seasonal_naive_scale
-from apollo.backtest import Window, backtest
-from apollo.early_warning import overload_warning
-from apollo.forecast import BankConfig, ForecastParams, SeriesBank
-from apollo.series_arrays import FloatArray
-from apollo.synthetic import RESOURCES, cluster_traces
-from apollo.tuning import tune
+from apollo.core.forecasting.accuracy import mean_over_series, seasonal_naive_scale
+from apollo.core.forecasting.arrays import FloatArray
+from apollo.core.forecasting.backtest import Window, backtest
+from apollo.core.forecasting.bank import BankConfig, ForecastParams, SeriesBank
+from apollo.core.forecasting.early_warning import overload_warning
+from apollo.core.forecasting.synthetic import RESOURCES, cluster_traces
+from apollo.core.forecasting.tuning import tune
 
 STEP_MINUTES = 5
 SEASON = 1440 // STEP_MINUTES

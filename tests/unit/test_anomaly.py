@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apollo.anomaly import MAD_TO_SIGMA, RunState, advance_runs, robust_center_scale
-from apollo.forecast import BankConfig, SeriesBank
+from apollo.core.forecasting.anomaly import MAD_TO_SIGMA, RunState, advance_runs, robust_center_scale
+from apollo.core.forecasting.bank import BankConfig, SeriesBank
 
 CFG = BankConfig(season_length=48)
 

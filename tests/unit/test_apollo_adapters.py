@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 
-from apollo.broker import PolicyBroker
-from apollo.convert import insight_from_wire, policy_to_wire, signature_from_wire, timestamp
-from apollo.domain import Action, MigrationTarget, NodeCapacity, PolicyDecision, Priority, RunningPod
-from apollo.kube_reader import MIGRATION_ANNOTATION, nodes_from, running_pod_from
-from apollo.outlooks import node_outlooks, workload_outlooks
+from apollo.adapters.grpc.wire import insight_from_wire, policy_to_wire, signature_from_wire, timestamp
+from apollo.adapters.kubernetes import MIGRATION_ANNOTATION, nodes_from, running_pod_from
+from apollo.core.domain import Action, MigrationTarget, NodeCapacity, PolicyDecision, Priority, RunningPod
+from apollo.core.outlooks import node_outlooks, workload_outlooks
+from apollo.runtime.broker import PolicyBroker
 from apollo_api.v1 import apollo_pb2 as pb
 
 GiB = 2**30

@@ -11,10 +11,10 @@ from typing import Any
 import grpc
 import pytest
 
+from apollo.adapters.kubernetes import ClusterView
+from apollo.adapters.prometheus import PrometheusSource
 from apollo.config import ApolloSettings, ForecastSettings, PolicyCaps, PrometheusSettings
-from apollo.domain import NodeCapacity, RunningPod
-from apollo.kube_reader import ClusterView
-from apollo.prometheus_source import PrometheusSource
+from apollo.core.domain import NodeCapacity, RunningPod
 from apollo.server import Apollo, serve
 from apollo_api.v1 import apollo_pb2 as pb
 from apollo_api.v1 import apollo_pb2_grpc as pb_grpc

@@ -8,11 +8,11 @@ from collections.abc import Hashable
 import numpy as np
 import pytest
 
-from apollo.accuracy import mean_over_series, seasonal_naive_scale
-from apollo.backtest import BacktestScores, Window, backtest
-from apollo.early_warning import overload_warning
-from apollo.forecast import BankConfig, ForecastParams, SeriesBank
-from apollo.synthetic import cluster_traces
+from apollo.core.forecasting.accuracy import mean_over_series, seasonal_naive_scale
+from apollo.core.forecasting.backtest import BacktestScores, Window, backtest
+from apollo.core.forecasting.bank import BankConfig, ForecastParams, SeriesBank
+from apollo.core.forecasting.early_warning import overload_warning
+from apollo.core.forecasting.synthetic import cluster_traces
 
 DAY = 288  # 5-minute samples
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apollo.node_scores import NEUTRAL, score_nodes
+from apollo.core.scoring.nodes import NEUTRAL, score_nodes
 
 
 def _rows(*series: list[float]) -> np.ndarray:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from apollo.domain import (
+from apollo.core.domain import (
     Action,
     MigrationTarget,
     NodeCapacity,
@@ -20,10 +20,10 @@ from apollo.domain import (
     StorageDevice,
     WorkloadOutlook,
 )
-from apollo.domain import (
+from apollo.core.domain import (
     PodSignature as Sig,
 )
-from apollo.policy import PolicyEngine, PolicySettings, pvc_name_for, request_id
+from apollo.core.policy.engine import PolicyEngine, PolicySettings, pvc_name_for, request_id
 
 GiB = 2**30
 H = 10

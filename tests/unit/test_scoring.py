@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from apollo.domain import (
+from apollo.core.domain import (
     NodeCapacity,
     NodeInsight,
     NodeOutlook,
@@ -19,7 +19,7 @@ from apollo.domain import (
     ScoreResult,
     StorageDevice,
 )
-from apollo.scoring import (
+from apollo.core.scoring.pods import (
     NEUTRAL_SCORE,
     NodeTable,
     ScoringWeights,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apollo.forecast import BankConfig, SeriesBank
-from apollo.threshold_tuning import tune_overload_steps
+from apollo.core.forecasting.bank import BankConfig, SeriesBank
+from apollo.core.forecasting.threshold_tuning import tune_overload_steps
 
 
 def _history(n: int = 12, t: int = 1500, seed: int = 3) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apollo.forecast import BankConfig, ForecastParams
-from apollo.tuning import ParamGrid, tune
+from apollo.core.forecasting.bank import BankConfig, ForecastParams
+from apollo.core.forecasting.tuning import ParamGrid, tune
 
 CFG = BankConfig(season_length=1, error_window=32, min_errors=8, refresh_every=4)
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from apollo.adapters.prometheus import PrometheusSource
 from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings, TuningSettings
-from apollo.engine import Engine
-from apollo.prometheus_source import PrometheusSource
-from apollo.reports import ReportStore
-from apollo.tuning_job import TuningJob
+from apollo.jobs.tuning import TuningJob
+from apollo.runtime.engine import Engine
+from apollo.runtime.reports import ReportStore
 
 
 class HistoryProm:

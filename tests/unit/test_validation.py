@@ -1,4 +1,4 @@
-"""apollo.validation against real protobuf messages: NaN, infinities, negatives, missing names, ranges."""
+"""apollo.adapters.grpc.validation against real protobuf messages: NaN, infinities, negatives, missing names, ranges."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-from apollo import validation
-from apollo.validation import (
+from apollo.adapters.grpc import validation
+from apollo.adapters.grpc.validation import (
     FieldError,
     format_errors,
     sanitize_metrics,

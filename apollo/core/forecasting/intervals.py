@@ -21,7 +21,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from apollo.series_arrays import BoolArray, Float32Array, FloatArray, IntArray, grow, select
+from apollo.core.forecasting.arrays import BoolArray, Float32Array, FloatArray, IntArray, grow, select
 
 
 class ErrorBuffer:

@@ -1,4 +1,4 @@
-"""Plain values the decision core (:mod:`apollo.scoring`, :mod:`apollo.policy`) consumes and produces.
+"""Plain values the decision core (scoring in `apollo.core.scoring`, policy in `apollo.core.policy`) uses.
 
 Why a separate vocabulary instead of the protobuf messages: the core must stay pure (no I/O, no generated
 code), be testable with three-line fixtures, and outlive wire changes. The adapters translate in both

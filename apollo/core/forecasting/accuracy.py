@@ -4,7 +4,7 @@ Why live: the engine must notice when its forecasts stop being useful (a workloa
 metric's units changed) and fall back to reactive mode. Both figures are exponentially weighted with an
 effective window of ``accuracy_window`` ticks, so they track the recent past at O(n) cost per tick.
 
-Definitions (the same as the offline :mod:`apollo.backtest` and ``bench/forecast.py`` use):
+Definitions (the same as the offline :mod:`apollo.core.forecasting.backtest` and ``bench/forecast.py`` use):
 
 * MASE = mean |actual - forecast| over every lead time h = 1..H whose target arrived, divided by the mean
   |y_t - y_{t-m}| of the seasonal naive forecast (naive |y_t - y_{t-1}| when the bank has no season,
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apollo.series_arrays import BoolArray, Float32Array, FloatArray, IntArray, grow, select
+from apollo.core.forecasting.arrays import BoolArray, Float32Array, FloatArray, IntArray, grow, select
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from apollo.domain import NodeCapacity, PodSignature, RunningPod
+from apollo.core.domain import NodeCapacity, PodSignature, RunningPod
 from common.quantity import parse_quantity
 
 # Set by the orchestrator on pods it is migrating, so the policy never picks them twice.

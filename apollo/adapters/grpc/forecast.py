@@ -8,9 +8,9 @@ import uuid
 import grpc
 import numpy as np
 
-from apollo.convert import timestamp
-from apollo.engine import Engine, EngineView
-from apollo.servicers import require_valid
+from apollo.adapters.grpc.scheduling import require_valid
+from apollo.adapters.grpc.wire import timestamp
+from apollo.runtime.engine import Engine, EngineView
 from apollo_api.v1 import apollo_pb2 as pb
 from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 

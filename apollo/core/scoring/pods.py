@@ -23,7 +23,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from apollo.domain import (
+from apollo.core.domain import (
     NodeInsight,
     NodeOutlook,
     PlacementCounter,

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from apollo.domain import RESOURCES, SCALABLE_KINDS, NodeCapacity, NodeOutlook, RunningPod, WorkloadOutlook
+from apollo.core.domain import RESOURCES, SCALABLE_KINDS, NodeCapacity, NodeOutlook, RunningPod, WorkloadOutlook
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apollo.series_arrays import BoolArray, FloatArray, IntArray
+from apollo.core.forecasting.arrays import BoolArray, FloatArray, IntArray
 
 RESOURCES: tuple[str, ...] = ("cpu", "memory", "disk_io", "network")
 

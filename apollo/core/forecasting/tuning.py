@@ -3,8 +3,9 @@
 Why a grid: the objective (pinball loss of online h-step quantile forecasts with empirical intervals) is
 not smooth in the parameters and every evaluation is a full online replay. A grid of a few dozen
 candidates costs one vectorised replay: every candidate runs as its own copy of the sampled series inside
-one :class:`~apollo.forecast.SeriesBank` (see :func:`apollo.backtest.backtest` with ``tile``). Parameters
-are shared by all series passed in, so call once per resource kind to get one set per kind.
+one :class:`~apollo.core.forecasting.bank.SeriesBank` (see
+:func:`apollo.core.forecasting.backtest.backtest` with ``tile``). Parameters are shared by all series
+passed in, so call once per resource kind to get one set per kind.
 
 Why two scoring windows: picking the best of many candidates on one window flatters the winner
 (selection bias). The history is split into warm-up | selection | holdout; the best candidate on the
@@ -22,10 +23,10 @@ from typing import Literal
 
 import numpy as np
 
-from apollo.backtest import BacktestScores, Window, backtest
-from apollo.forecast import SeriesBank
-from apollo.forecast_config import BankConfig, ForecastParams
-from apollo.series_arrays import FloatArray
+from apollo.core.forecasting.arrays import FloatArray
+from apollo.core.forecasting.backtest import BacktestScores, Window, backtest
+from apollo.core.forecasting.bank import SeriesBank
+from apollo.core.forecasting.params import BankConfig, ForecastParams
 
 Objective = Literal["pinball", "mse"]
 

@@ -1,4 +1,4 @@
-"""Rolling-origin backtest of a :class:`~apollo.forecast.SeriesBank` over a history matrix.
+"""Rolling-origin backtest of a :class:`~apollo.core.forecasting.bank.SeriesBank` over a history matrix.
 
 Why: tuning and the benchmark must score the model exactly as it runs in production, online, one tick
 at a time, every forecast made before its actual is seen. This replays ``history`` through the bank and,
@@ -6,7 +6,7 @@ for every origin in the requested windows, scores the H forecasts it made agains
 later. Scoring uses the intervals as they were at the origin (exact, unlike the live tracker).
 
 ``tile`` runs the same history through ``tile`` copies of the series, laid out copy-major
-(row = copy * n + series), which is how :mod:`apollo.tuning` scores many parameter candidates in one
+(row = copy * n + series), which is how :mod:`apollo.core.forecasting.tuning` scores many parameter candidates in one
 vectorised pass.
 """
 
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apollo.accuracy import pinball_loss
-from apollo.forecast import SeriesBank
-from apollo.series_arrays import FloatArray
+from apollo.core.forecasting.accuracy import pinball_loss
+from apollo.core.forecasting.arrays import FloatArray
+from apollo.core.forecasting.bank import SeriesBank
 
 
 @dataclass(frozen=True, slots=True)

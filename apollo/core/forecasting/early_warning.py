@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apollo.series_arrays import BoolArray, FloatArray, IntArray
+from apollo.core.forecasting.arrays import BoolArray, FloatArray, IntArray
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,18 +19,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from apollo.broker import PolicyBroker
+from apollo.adapters.grpc.wire import insight_from_wire, policy_namespace, policy_to_wire, signature_from_wire
+from apollo.adapters.kubernetes import ClusterView, KubeReader
+from apollo.adapters.prometheus import PrometheusSource, SourceError
 from apollo.config import ApolloSettings
-from apollo.convert import insight_from_wire, policy_namespace, policy_to_wire, signature_from_wire
-from apollo.domain import NodeCapacity, NodeInsight, PodSignature, PolicyOutput
-from apollo.forecast import BankConfig, ForecastParams, ForecastResult, SeriesBank
-from apollo.kube_reader import ClusterView, KubeReader
-from apollo.node_scores import NodeScores, score_nodes
-from apollo.outlooks import node_outlooks, workload_outlooks
-from apollo.policy import PolicyEngine, PolicySettings
-from apollo.prometheus_source import PrometheusSource, SourceError
-from apollo.reports import ReportStore
-from apollo.scoring import NodeTable
+from apollo.core.domain import NodeCapacity, NodeInsight, PodSignature, PolicyOutput
+from apollo.core.forecasting.bank import BankConfig, ForecastParams, ForecastResult, SeriesBank
+from apollo.core.outlooks import node_outlooks, workload_outlooks
+from apollo.core.policy.engine import PolicyEngine, PolicySettings
+from apollo.core.scoring.nodes import NodeScores, score_nodes
+from apollo.core.scoring.pods import NodeTable
+from apollo.runtime.broker import PolicyBroker
+from apollo.runtime.reports import ReportStore
 
 log = logging.getLogger("apollo.engine")
 
@@ -111,7 +111,7 @@ class Engine:
         self.samples_seen = 0
         self.warmup_samples = f.warmup_samples
         self.policy = PolicyEngine(policy_settings(settings))
-        # The warning's k: configured, then tuned against realised overloads (apollo.threshold_tuning).
+        # The warning's k: configured, then tuned against realised overloads (apollo.core.forecasting.threshold_tuning).
         self.overload_steps = min(f.overload_consecutive_steps, f.horizon_steps)
         # Tuned parameters per resource kind; series that appear later start with them too.
         self.resource_params: dict[str, ForecastParams] = {}

@@ -5,11 +5,12 @@ tick, because a Python loop over 40,000 series would cost more than the whole ti
 the service feeds it numbers and exports what it returns.
 
 Model (per series): damped-trend additive Holt-Winters, ETS(A,Ad,A) in error-correction form (see
-:mod:`apollo.forecast_config`). The seasonal part is only switched on for series whose periodicity test
-passes (:mod:`apollo.seasonality`); others have a zero seasonal component. Intervals are empirical
-quantiles of the model's own recent h-step errors (:mod:`apollo.intervals`). Robust anomaly flags keep
-outliers out of the state and accept persistent level shifts (:mod:`apollo.anomaly`). Accuracy is tracked
-live (:mod:`apollo.accuracy`).
+:mod:`apollo.core.forecasting.params`). The seasonal part is only switched on for series whose
+periodicity test passes (:mod:`apollo.core.forecasting.seasonality`); others have a zero seasonal
+component. Intervals are empirical quantiles of the model's own recent h-step errors
+(:mod:`apollo.core.forecasting.intervals`). Robust anomaly flags keep outliers out of the state and
+accept persistent level shifts (:mod:`apollo.core.forecasting.anomaly`). Accuracy is tracked live
+(:mod:`apollo.core.forecasting.accuracy`).
 
 Usage, once per sample interval (the "tick")::
 
@@ -20,7 +21,7 @@ Usage, once per sample interval (the "tick")::
     values[bank.positions(sample_keys)] = sample_values
     step = bank.update(values)         # UpdateResult: anomaly flags, z-scores, accepted level shifts
     fc = bank.forecast()               # ForecastResult: mean/lower/upper [n, H], values [n, Q, H]
-    warn = overload_warning(fc.upper, threshold=0.85, k=3)   # apollo.early_warning
+    warn = overload_warning(fc.upper, threshold=0.85, k=3)   # apollo.core.forecasting.early_warning
     acc = bank.accuracy()              # AccuracyReport: mase, coverage (floats) + per-series arrays
 
 Contract details the adapter must respect:
@@ -54,12 +55,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apollo.accuracy import AccuracyReport, AccuracyTracker
-from apollo.anomaly import RunState, advance_runs, robust_center_scale, robust_z
-from apollo.forecast_config import BankConfig, ForecastParams, validate_quantiles
-from apollo.intervals import ErrorBuffer, empirical_offsets, fallback_offsets, normal_scores
-from apollo.seasonality import SeasonDetector
-from apollo.series_arrays import BoolArray, FloatArray, IntArray, grow, rotating_block, select
+from apollo.core.forecasting.accuracy import AccuracyReport, AccuracyTracker
+from apollo.core.forecasting.anomaly import RunState, advance_runs, robust_center_scale, robust_z
+from apollo.core.forecasting.arrays import BoolArray, FloatArray, IntArray, grow, rotating_block, select
+from apollo.core.forecasting.intervals import ErrorBuffer, empirical_offsets, fallback_offsets, normal_scores
+from apollo.core.forecasting.params import BankConfig, ForecastParams, validate_quantiles
+from apollo.core.forecasting.seasonality import SeasonDetector
 
 __all__ = [
     "BankConfig",

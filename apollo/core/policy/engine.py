@@ -9,7 +9,7 @@ so the policy is deliberately slow to act and quick to stop:
   hovering at the threshold does not flap.
 * The pod moved is the cheapest one that fixes the node: checkpointed first (it resumes, not restarts),
   then low priority, far along (completed containers are not re-run), few restarts; the target is the
-  node with the best predicted headroom for that pod (:mod:`apollo.scoring`).
+  node with the best predicted headroom for that pod (:mod:`apollo.core.scoring.pods`).
 * Caps per source node, per workload and cluster-wide, a global rate and per-workload cooldowns bound the
   blast radius of a bad forecast. Issued decisions stay "in flight" until :meth:`PolicyEngine.record_result`
   or their deadline; an unanswered decision counts as failed, so a lost report never blocks the caps.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from apollo.domain import (
+from apollo.core.domain import (
     FAST_STORAGE_CLASSES,
     SCALABLE_KINDS,
     UNMOVABLE_KINDS,
@@ -46,8 +46,8 @@ from apollo.domain import (
     Skip,
     WorkloadOutlook,
 )
-from apollo.early_warning import overload_warning
-from apollo.scoring import BoolArray, FloatArray, NodeTable, ScoringWeights, score_pod
+from apollo.core.forecasting.early_warning import overload_warning
+from apollo.core.scoring.pods import BoolArray, FloatArray, NodeTable, ScoringWeights, score_pod
 
 GiB = 2**30
 MAX_TARGET_ATTEMPTS = 3  # candidate pods tried for a target per node and tick: bounds the cost of a full cluster

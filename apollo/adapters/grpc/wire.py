@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from apollo.domain import Action, NodeInsight, PodSignature, PolicyDecision, StorageDevice
+from apollo.core.domain import Action, NodeInsight, PodSignature, PolicyDecision, StorageDevice
 from apollo_api.v1 import apollo_pb2 as pb
 
 _ACTION_WIRE = {

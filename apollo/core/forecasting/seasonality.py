@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from apollo.series_arrays import BoolArray, FloatArray, IntArray, grow, select
+from apollo.core.forecasting.arrays import BoolArray, FloatArray, IntArray, grow, select
 
 WINSOR = 3.0  # bucket outliers beyond this many RMS are clipped before the autocorrelation
 

@@ -2,11 +2,12 @@
 
 Two groups, because they change for different reasons:
 
-* :class:`ForecastParams` are the smoothing weights of damped-trend additive Holt-Winters. They are what
-  :mod:`apollo.tuning` searches over and they may differ per series (e.g. one set per resource kind).
-* :class:`BankConfig` is structure and policy shared by the whole :class:`~apollo.forecast.SeriesBank`:
-  season length (which fixes array shapes), error-window sizes, anomaly thresholds. Changing it means
-  building a new bank.
+* :class:`ForecastParams` are the smoothing weights of damped-trend additive Holt-Winters. They are
+  what :mod:`apollo.core.forecasting.tuning` searches over and they may differ per series (e.g. one set
+  per resource kind).
+* :class:`BankConfig` is structure and policy shared by the whole
+  :class:`~apollo.core.forecasting.bank.SeriesBank`: season length (which fixes array shapes),
+  error-window sizes, anomaly thresholds. Changing it means building a new bank.
 
 The model, in error-correction form (Hyndman et al., ETS(A,Ad,A)), for one series with one-step error
 ``e_t = y_t - (l + phi*b + s[t-m])``::
@@ -76,7 +77,7 @@ class ForecastParams:
 
 @dataclass(frozen=True, slots=True)
 class BankConfig:
-    """Structure and policy of a :class:`~apollo.forecast.SeriesBank`.
+    """Structure and policy of a :class:`~apollo.core.forecasting.bank.SeriesBank`.
 
     Attributes:
         season_length: samples per season (288 = one day of 5-minute samples). 1 disables seasonality.

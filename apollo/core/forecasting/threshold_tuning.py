@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apollo.early_warning import overload_warning
-from apollo.forecast import SeriesBank
-from apollo.series_arrays import FloatArray
+from apollo.core.forecasting.arrays import FloatArray
+from apollo.core.forecasting.bank import SeriesBank
+from apollo.core.forecasting.early_warning import overload_warning
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ import numpy as np
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from apollo.domain import PodDemand
-from apollo.engine import Engine, EngineView
-from apollo.metrics import ApolloMetrics
-from apollo.node_scores import NodeScores
-from apollo.reports import ReportStore
-from apollo.scoring import score_pod
-from apollo.validation import FieldError, format_errors, sanitize_metrics, validate_message
+from apollo.adapters.grpc.validation import FieldError, format_errors, sanitize_metrics, validate_message
+from apollo.adapters.metrics import ApolloMetrics
+from apollo.core.domain import PodDemand
+from apollo.core.scoring.nodes import NodeScores
+from apollo.core.scoring.pods import score_pod
+from apollo.runtime.engine import Engine, EngineView
+from apollo.runtime.reports import ReportStore
 from apollo_api.v1 import apollo_pb2 as pb
 from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 
 import grpc
 
-from apollo.convert import policy_to_wire
-from apollo.domain import Action, MigrationTarget, PolicyDecision, Priority
-from apollo.engine import Engine
-from apollo.metrics import ApolloMetrics
-from apollo.policy import request_id
-from apollo.scoring import score_pod
-from apollo.servicers import require_valid
+from apollo.adapters.grpc.scheduling import require_valid
+from apollo.adapters.grpc.wire import policy_to_wire
+from apollo.adapters.metrics import ApolloMetrics
+from apollo.core.domain import Action, MigrationTarget, PolicyDecision, Priority
+from apollo.core.policy.engine import request_id
+from apollo.core.scoring.pods import score_pod
+from apollo.runtime.engine import Engine
 from apollo_api.v1 import apollo_pb2 as pb
 from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 

@@ -1,6 +1,6 @@
 """Scheduled self-tuning: refit the smoothing parameters per resource kind from Prometheus history.
 
-The pure search lives in `apollo.tuning` (pinball loss at the decision quantile on held-out data,
+The pure search lives in `apollo.core.forecasting.tuning` (pinball loss at the decision quantile on held-out data,
 new parameters adopted only when they beat the current ones); this adapter fetches the history
 with query_range, runs the search per resource kind and swaps parameters into the live bank
 under the engine's lock, keeping every series' learnt state.
@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from apollo.engine import Engine
-from apollo.forecast import SeriesBank
-from apollo.prometheus_source import SourceError
-from apollo.series_arrays import FloatArray
-from apollo.threshold_tuning import ThresholdResult, tune_overload_steps
-from apollo.tuning import TuningResult, tune
+from apollo.adapters.prometheus import SourceError
+from apollo.core.forecasting.arrays import FloatArray
+from apollo.core.forecasting.bank import SeriesBank
+from apollo.core.forecasting.threshold_tuning import ThresholdResult, tune_overload_steps
+from apollo.core.forecasting.tuning import TuningResult, tune
+from apollo.runtime.engine import Engine
 
 log = logging.getLogger("apollo.tuning")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apollo.series_arrays import BoolArray, Float32Array, FloatArray, IntArray
+from apollo.core.forecasting.arrays import BoolArray, Float32Array, FloatArray, IntArray
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 

@@ -1,0 +1,1 @@
+"""Orchestration policy: planners (migrate, scale, provision) behind one facade, sharing one ledger."""
