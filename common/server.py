@@ -10,9 +10,12 @@ disagree between a manifest's args and the service's own settings. Each worker b
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import ssl
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from common.logs import configure
 from common.settings import ConfigError, host_port, int_range, positive, setting
 
 WsgiApp = Callable[..., Any]
+_log = logging.getLogger("common.server")
 
 # The interpreter's default (5 ms) lets a background thread (pod watch, snapshot refresh) keep the GIL
 # for up to 5 ms while a request thread waits: that, not the request's own work, set the p99.
@@ -82,8 +86,68 @@ def gunicorn_options(server: ServerSettings, log_level: str) -> dict[str, Any]:
         "limit_request_line": 8190,
     }
     if server.tls:
-        options |= {"certfile": server.certfile, "keyfile": server.keyfile}
+        options |= {
+            "certfile": server.certfile,
+            "keyfile": server.keyfile,
+            "ssl_context": ReloadingSSLContext(server.certfile, server.keyfile),
+        }
     return options
+
+
+FileSignature = tuple[tuple[int, int, int, int], ...]
+
+
+class ReloadingSSLContext:
+    """gunicorn's `ssl_context` hook: one TLS context per worker, rebuilt when the certificate files change.
+
+    gunicorn asks for a context on every new connection, and its default builds a fresh one each time
+    (reading the key pair and the system CA bundle: milliseconds per connection). This hook keeps the
+    context it built and returns it while the files are unchanged, so a rotated certificate (a renewed
+    Secret, which the kubelet swaps in atomically through a symlink) is served from the next connection
+    on, without a restart and without reading files per connection. Kept-alive connections finish on
+    the certificate they started with. A pair that fails to load (the key written before the
+    certificate, by a non-atomic rotation) keeps the previous context until both files agree.
+    """
+
+    def __init__(self, certfile: str, keyfile: str) -> None:
+        self.paths = (certfile, keyfile)
+        self._lock = threading.Lock()
+        self._context: ssl.SSLContext | None = None
+        self._signature: FileSignature | None = None
+        self.reloads = 0
+
+    def _stat(self) -> FileSignature:
+        out = []
+        for path in self.paths:
+            st = os.stat(path)  # follows the Secret volume's symlinks: a swap changes the inode
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev))
+        return tuple(out)
+
+    def __call__(self, conf: Any, factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        try:
+            signature: FileSignature | None = self._stat()
+        except OSError as exc:
+            if self._context is None:
+                raise
+            _log.warning("TLS files unreadable; serving the previous certificate", extra={"error": str(exc)})
+            return self._context
+        with self._lock:
+            if self._context is not None and signature == self._signature:
+                return self._context
+            try:
+                context = factory()
+            except (OSError, ssl.SSLError) as exc:
+                if self._context is None:
+                    raise
+                _log.warning(
+                    "TLS files changed but do not load; serving the previous certificate", extra={"error": str(exc)}
+                )
+                return self._context
+            if self._context is not None:
+                self.reloads += 1
+                _log.info("TLS certificate reloaded", extra={"certfile": self.paths[0]})
+            self._context, self._signature = context, signature
+            return context
 
 
 def tune_worker_runtime() -> None:
