@@ -10,6 +10,7 @@ disagree between a manifest's args and the service's own settings. Each worker b
 from __future__ import annotations
 
 import gc
+import math
 import logging
 import os
 import ssl
@@ -76,7 +77,7 @@ def gunicorn_options(server: ServerSettings, log_level: str) -> dict[str, Any]:
         "threads": server.threads,
         "keepalive": server.keepalive_seconds,
         "timeout": server.timeout_seconds,
-        "graceful_timeout": server.graceful_timeout_seconds,
+        "graceful_timeout": math.ceil(server.graceful_timeout_seconds),  # gunicorn validates an int
         "max_requests": 0,
         "accesslog": None,
         "errorlog": "-",
