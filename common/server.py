@@ -10,8 +10,8 @@ disagree between a manifest's args and the service's own settings. Each worker b
 from __future__ import annotations
 
 import gc
-import math
 import logging
+import math
 import os
 import ssl
 import sys
