@@ -40,7 +40,7 @@ CONFIG_SOURCE_ANNOTATION = "kubernetes.io/config.source"
 def check_spec(spec: PodMigrationSpec) -> DomainError | None:
     """What can be refused from the request alone, before anything is read from the cluster."""
     if not spec.pod_name:
-        return Unprocessable("pod_name must name the pod to migrate", field="pod_name")
+        return Unprocessable("pod_name: must name the pod to migrate", field="pod_name")
     timeout = spec.timeout_seconds
     if isinstance(timeout, bool) or not isinstance(timeout, int):
         return Unprocessable(f"timeout must be an integer number of seconds, got {timeout!r}", field="timeout")
@@ -104,10 +104,11 @@ def active_migration_of(
 def _node_refusal(field: str, node_name: str, nodes: Mapping[str, Mapping[str, Any]]) -> DomainError | None:
     node = nodes.get(node_name)
     if node is None:
-        return NotFound(f"node {node_name!r} does not exist", field=field)
+        return NotFound(f"{field}: node {node_name!r} does not exist", field=field)
     if field == "target_node" and (node.get("spec") or {}).get("unschedulable"):
         return Unprocessable(
-            f"node {node_name!r} is cordoned (spec.unschedulable): the pod could not be placed there", field=field
+            f"{field}: node {node_name!r} is cordoned (spec.unschedulable): the pod could not be placed there",
+            field=field,
         )
     return None
 
@@ -132,10 +133,10 @@ def preflight(
     if refusal is not None:
         return refusal
     if pod is None:
-        return NotFound(f"pod {namespace}/{spec.pod_name} does not exist", field="pod_name")
+        return NotFound(f"pod_name: pod {namespace}/{spec.pod_name} does not exist", field="pod_name")
     reason = unmovable_reason(pod)
     if reason:
-        return Unprocessable(f"pod {namespace}/{spec.pod_name} {reason}", field="pod_name")
+        return Unprocessable(f"pod_name: pod {namespace}/{spec.pod_name} {reason}", field="pod_name")
     current = str((pod.get("spec") or {}).get("nodeName", ""))
     if spec.source_node:
         refusal = _node_refusal("source_node", spec.source_node, nodes)
@@ -143,14 +144,14 @@ def preflight(
             return refusal
         if spec.source_node != current:
             return Unprocessable(
-                f"pod {namespace}/{spec.pod_name} runs on node {current!r}, not on {spec.source_node!r}",
+                f"source_node: pod {namespace}/{spec.pod_name} runs on node {current!r}, not on {spec.source_node!r}",
                 field="source_node",
             )
     if spec.target_node:
         if spec.target_node == current:
             return Unprocessable(
-                f"pod {namespace}/{spec.pod_name} already runs on node {current!r}: the target must differ "
-                "from the source",
+                f"target_node: pod {namespace}/{spec.pod_name} already runs on node {current!r}: the target "
+                "must differ from the source",
                 field="target_node",
             )
         refusal = _node_refusal("target_node", spec.target_node, nodes)
@@ -159,8 +160,8 @@ def preflight(
     other = active_migration_of(namespace, pod, migrations, exclude=exclude)
     if other is not None:
         return Conflict(
-            f"pod {namespace}/{spec.pod_name} is already migrating: migration {other.namespace}.{other.name} is "
-            f"{other.status.phase}",
+            f"pod_name: pod {namespace}/{spec.pod_name} is already migrating: migration "
+            f"{other.namespace}.{other.name} is {other.status.phase}",
             field="pod_name",
         )
     return None

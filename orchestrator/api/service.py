@@ -253,7 +253,10 @@ class MigrationService:
                 self.cluster.patch_migration(namespace, name, {"metadata": {"annotations": annotations}})
             )
         raw = self.cluster.read_migration(namespace, name)
-        if raw is not None and not raw.get("status"):
+        if raw is None:
+            raise NotFound(f"migration {migration_id(namespace, name)} not found", field="id")
+        m = PodMigration.from_json(raw)
+        if not raw.get("status"):
             body = {
                 "apiVersion": API_VERSION,
                 "kind": KIND,
