@@ -162,6 +162,19 @@ def tune_worker_runtime() -> None:
     gc.freeze()
 
 
+def use_multiprocess_values() -> None:
+    """Metrics created from now on write to `PROMETHEUS_MULTIPROC_DIR` (in a worker, before the app exists).
+
+    prometheus_client picks its value class once, at import; a service's main imports it before
+    `prepare_multiprocess_metrics` sets the directory, so without this every worker kept its values in
+    memory and the aggregated /metrics came back empty.
+    """
+    from prometheus_client import values
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
 def _child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
@@ -206,6 +219,7 @@ class GunicornService(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> WsgiApp:
         configure(self.service, self.log_level)
+        use_multiprocess_values()
         app = self.factory()
         tune_worker_runtime()
         return app
