@@ -79,12 +79,19 @@ def create_app(
             creator.start()
             state.claims = creator
         w = settings.migrations
+
+        def observed() -> None:
+            # Per watch event, so every worker's gauge is current, not only the one a scrape reaches.
+            state.metrics.active_migrations.set(len(state.index))
+            state.metrics.migrations_synced.set(1 if state.index.synced else 0)
+
         watcher = MigrationWatcher(
             client.CustomObjectsApi(api),
             state.index,
             relist_backoff_seconds=w.relist_backoff_seconds,
             watch_timeout_seconds=w.watch_timeout_seconds,
             request_timeout_seconds=w.request_timeout_seconds,
+            on_event=observed,
         )
         watcher.start()
     app.extensions["apollo-webhook-watcher"] = watcher

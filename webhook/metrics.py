@@ -69,14 +69,14 @@ class WebhookMetrics:
             ),
             active_migrations=Gauge(
                 "apollo_webhook_active_migrations",
-                "Active PodMigrations held in memory (largest across workers)",
+                "Active PodMigrations held in memory (largest across live workers)",
                 registry=r,
-                multiprocess_mode="max",
+                multiprocess_mode="livemax",
             ),
             migrations_synced=Gauge(
                 "apollo_webhook_migrations_synced",
-                "1 once PodMigrations have been listed (lowest across workers)",
+                "1 once PodMigrations have been listed (lowest across live workers)",
                 registry=r,
-                multiprocess_mode="min",
+                multiprocess_mode="livemin",
             ),
         )

@@ -135,6 +135,7 @@ class MigrationWatcher(BackgroundLoop):
                 if not self.index.crd_missing:
                     log.warning("PodMigration CRD not installed; no pod is treated as a replacement")
                 self.index.mark_crd_missing()
+                self.on_event()
             else:
                 self.index.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("listing PodMigrations failed; retrying", extra={"error": self.index.last_error})

@@ -21,17 +21,18 @@ import orjson
 import pytest
 from cryptography import x509
 
-from apolloctl.cluster.certs import CertificateAuthority, KeyPair
+from apolloctl.cluster.certs import CertificateAuthority
 from apolloctl.cluster.configs import dump_yaml, kubeconfig
 from apolloctl.cluster.process import free_port, wait_until
-from bench.webhook_local import LocalWebhook, issue_serving_cert
+from apolloctl.launch import Tls
+from bench.webhook_local import LocalWebhook, issue_tls
 from common.server import ReloadingSSLContext
 from tests.unit.test_webhook_fixtures import replicaset_pod, review
 
 
 def _serial(webhook: LocalWebhook) -> int:
     """Serial of the certificate a fresh, verified TLS connection is served."""
-    ctx = webhook.tls_context()
+    ctx = webhook.tls.client_context()
     with (
         socket.create_connection(("127.0.0.1", webhook.port), timeout=5) as raw,
         ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
@@ -41,10 +42,10 @@ def _serial(webhook: LocalWebhook) -> int:
     return int(x509.load_der_x509_certificate(der).serial_number)
 
 
-def _replace(pair: KeyPair, new: KeyPair) -> None:
+def _replace(old: Tls, new: Tls) -> None:
     """Rotate as the kubelet does: each file swapped atomically."""
-    os.replace(new.key, pair.key)
-    os.replace(new.cert, pair.cert)
+    os.replace(new.keyfile, old.keyfile)
+    os.replace(new.certfile, old.certfile)
 
 
 @pytest.fixture
@@ -54,8 +55,8 @@ def webhook(tmp_path: Path) -> Iterator[LocalWebhook]:
     client = ca.issue("client", "nobody", client=True)
     config = tmp_path / "kubeconfig"
     config.write_text(dump_yaml(kubeconfig(nowhere, ca.pair.cert, client, "nobody")))
-    hook = LocalWebhook(tmp_path / "webhook", ca, config, env={"WEBHOOK_SERVER__WORKERS": "1"})
-    hook.start(wait_ready=False)
+    hook = LocalWebhook(tmp_path / "webhook.log", ca, config, {"server": {"workers": 1}})
+    hook.start(ready=False)
     try:
         yield hook
     finally:
@@ -64,7 +65,8 @@ def webhook(tmp_path: Path) -> Iterator[LocalWebhook]:
 
 def test_tls_mutate_probes_and_certificate_rotation(webhook: LocalWebhook) -> None:
     # Verified TLS (CA bundle, IP SAN), keep-alive across requests.
-    conn = webhook.connect()
+    assert webhook.service is not None
+    conn = webhook.service.connect()
     doc = review(replicaset_pod())
     conn.request("POST", "/mutate", body=orjson.dumps(doc), headers={"Content-Type": "application/json"})
     resp = conn.getresponse()
@@ -77,14 +79,13 @@ def test_tls_mutate_probes_and_certificate_rotation(webhook: LocalWebhook) -> No
     bad = conn.getresponse()
     assert bad.status == 400 and b"kind must be AdmissionReview" in bad.read()
 
-    status, body = webhook.get("/readyz")
+    status, body, _ = webhook.service.request("GET", "/readyz")
     assert status == 503 and b"reason" in body
-    assert webhook.get("/healthz")[0] == 200
+    assert webhook.service.probe("/healthz") is not None
 
-    assert webhook.pair is not None
     before = _serial(webhook)
     assert _serial(webhook) == before  # unchanged files: the same certificate
-    _replace(webhook.pair, issue_serving_cert(webhook.ca, "rotated"))
+    _replace(webhook.tls, issue_tls(webhook.ca, "rotated"))
     wait_until(lambda: _serial(webhook) != before, 10, "the rotated certificate to be served")
     # The kept-alive connection opened before the rotation still works.
     conn.request("GET", "/healthz")
@@ -102,21 +103,21 @@ def test_bad_setting_stops_start_up() -> None:
 
 def test_reloading_context_keeps_serving_through_a_half_written_rotation(tmp_path: Path) -> None:
     ca = CertificateAuthority(tmp_path)
-    pair = issue_serving_cert(ca, "serve")
-    reloading = ReloadingSSLContext(str(pair.cert), str(pair.key))
+    tls = issue_tls(ca, "serve")
+    reloading = ReloadingSSLContext(str(tls.certfile), str(tls.keyfile))
 
     def factory() -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(pair.cert), str(pair.key))
+        ctx.load_cert_chain(str(tls.certfile), str(tls.keyfile))
         return ctx
 
     first = reloading(None, factory)
     assert reloading(None, factory) is first
-    other = issue_serving_cert(ca, "next")
-    os.replace(other.key, pair.key)  # key rotated, certificate not yet: the pair does not load
+    other = issue_tls(ca, "next")
+    os.replace(other.keyfile, tls.keyfile)  # key rotated, certificate not yet: the pair does not load
     assert reloading(None, factory) is first and reloading.reloads == 0
-    os.replace(other.cert, pair.cert)
+    os.replace(other.certfile, tls.certfile)
     second = reloading(None, factory)
     assert second is not first and reloading.reloads == 1
-    pair.cert.unlink()
+    tls.certfile.unlink()
     assert reloading(None, factory) is second  # unreadable: the last good context keeps serving
