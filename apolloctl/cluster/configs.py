@@ -16,8 +16,14 @@ from apolloctl.cluster.certs import KeyPair
 
 # Pods opt into simulated container completion with this annotation: a comma-separated list of
 # container names that kwok will mark terminated with exit code 0 (the "completed" state the
-# orchestrator must not re-run). When every container is listed, the pod phase becomes Succeeded.
+# orchestrator must not re-run); `name=CODE` terminates it with exit code CODE instead. Names added
+# later are terminated in turn (the local pod runner appends each container whose process exited).
+# When every container has terminated, the pod phase becomes Succeeded, or Failed if one exited non-zero.
 COMPLETE_ANNOTATION = "sim.apollo.io/complete-containers"
+# Pods whose containers the local pod runner (apolloctl.podrunner) runs as real processes. kwok does
+# not delete them when they are deleted: the runner plays their kubelet, stops the processes within
+# the grace period, reports their exit codes and only then removes the pod, as a kubelet would.
+LOCAL_RUN_ANNOTATION = "sim.apollo.io/run-locally"
 # kwok manages only nodes carrying this annotation, so tests cannot accidentally hand it others.
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -218,8 +224,9 @@ startTime: {{ $now | Quote }}
         },
     },
     {
-        # Terminates the containers named in COMPLETE_ANNOTATION with exit code 0 and leaves the
-        # others running. It matches only while no container has terminated, so it fires once.
+        # Terminates the containers named in COMPLETE_ANNOTATION (exit code 0, or CODE for
+        # `name=CODE`) and leaves the others as they are. It matches while a listed container has not
+        # terminated yet, so it fires again when a name is added and never for one already done.
         "name": "containers-complete",
         "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
         "selector": {
@@ -228,8 +235,10 @@ startTime: {{ $now | Quote }}
                 {"key": ".status.phase", "operator": "In", "values": ["Running"]},
                 {"key": f'.metadata.annotations["{COMPLETE_ANNOTATION}"]', "operator": "Exists"},
                 {
-                    "key": ".status.containerStatuses.[] | select( .state.terminated ) | .name",
-                    "operator": "DoesNotExist",
+                    "key": f'(.metadata.annotations["{COMPLETE_ANNOTATION}"] | split(",") | map(split("=")[0]))'
+                    " as $done | .status.containerStatuses.[] | select( .state.terminated == null )"
+                    " | select( .name as $n | any($done[]; . == $n) ) | .name",
+                    "operator": "Exists",
                 },
             ]
         },
@@ -238,10 +247,22 @@ startTime: {{ $now | Quote }}
             "statusTemplate": """\
 {{ $now := Now }}
 {{ $root := . }}
-{{ $done := splitList "," (index .metadata.annotations "__ANNOTATION__") }}
+{{ $codes := dict }}
+{{ range splitList "," (index .metadata.annotations "__ANNOTATION__") }}
+{{ $entry := splitList "=" (trim .) }}
+{{ if gt (len $entry) 1 }}{{ $_ := set $codes (first $entry) (atoi (index $entry 1)) }}\
+{{ else }}{{ $_ := set $codes (first $entry) 0 }}{{ end }}
+{{ end }}
 {{ $finished := 0 }}
-{{ range .spec.containers }}
-{{ if has .name $done }}{{ $finished = add1 $finished }}{{ end }}
+{{ $failed := 0 }}
+{{ range $index, $item := .spec.containers }}
+{{ $origin := index $root.status.containerStatuses $index }}
+{{ if $origin.state.terminated }}
+{{ $finished = add1 $finished }}
+{{ if ne (toString $origin.state.terminated.exitCode) "0" }}{{ $failed = add1 $failed }}{{ end }}
+{{ else if hasKey $codes $item.name }}
+{{ $finished = add1 $finished }}{{ if ne (get $codes $item.name) 0 }}{{ $failed = add1 $failed }}{{ end }}
+{{ end }}
 {{ end }}
 {{ $all := eq $finished (len .spec.containers) }}
 conditions:
@@ -263,13 +284,27 @@ containerStatuses:
 - image: {{ $item.image | Quote }}
   name: {{ $item.name | Quote }}
   restartCount: {{ $origin.restartCount }}
-{{ if has $item.name $done }}
+{{ if $origin.state.terminated }}
   ready: false
   started: false
   state:
     terminated:
+      exitCode: {{ $origin.state.terminated.exitCode }}
+      reason: {{ $origin.state.terminated.reason | Quote }}
+      startedAt: {{ $origin.state.terminated.startedAt | Quote }}
+      finishedAt: {{ $origin.state.terminated.finishedAt | Quote }}
+{{ else if hasKey $codes $item.name }}
+  ready: false
+  started: false
+  state:
+    terminated:
+{{ if eq (get $codes $item.name) 0 }}
       exitCode: 0
       reason: Completed
+{{ else }}
+      exitCode: {{ get $codes $item.name }}
+      reason: Error
+{{ end }}
       startedAt: {{ $origin.state.running.startedAt | Quote }}
       finishedAt: {{ $now | Quote }}
 {{ else }}
@@ -280,14 +315,20 @@ containerStatuses:
       startedAt: {{ $origin.state.running.startedAt | Quote }}
 {{ end }}
 {{ end }}
-phase: {{ if $all }}Succeeded{{ else }}Running{{ end }}
+phase: {{ if not $all }}Running{{ else if $failed }}Failed{{ else }}Succeeded{{ end }}
 """.replace("__ANNOTATION__", COMPLETE_ANNOTATION),
         },
     },
     {
         "name": "pod-delete",
         "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-        "selector": {"matchExpressions": [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}]},
+        "selector": {
+            "matchExpressions": [
+                {"key": ".metadata.deletionTimestamp", "operator": "Exists"},
+                # The local pod runner finishes these itself, after their processes have stopped.
+                {"key": f'.metadata.annotations["{LOCAL_RUN_ANNOTATION}"]', "operator": "DoesNotExist"},
+            ]
+        },
         "next": {"finalizers": {"empty": True}, "delete": True},
     },
 ]

@@ -111,6 +111,11 @@ class LocalCluster:
     def prometheus_url(self) -> str:
         return self.endpoints.prometheus_url
 
+    @property
+    def volumes_dir(self) -> Path:
+        """Where hostPath/local PVs of this cluster keep their data (wiped with etcd at start)."""
+        return self.run_dir / "volumes"
+
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> LocalCluster:
         """Bring every component up in dependency order; on any failure, stop what was started."""
@@ -151,7 +156,7 @@ class LocalCluster:
 
     def _prepare_run_dir(self) -> None:
         stop_recorded(self.run_dir)  # a previous run in the same directory must not linger
-        for sub in ("etcd", "pki", "prometheus", "logs"):
+        for sub in ("etcd", "pki", "prometheus", "logs", "volumes"):
             shutil.rmtree(self.run_dir / sub, ignore_errors=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.prometheus_targets_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,568 @@
+"""The local pod runner: a kubelet for the scenario's pods on kwok nodes, with real processes.
+
+kwok plays kubelet for every simulated node, but runs nothing. For a pod that carries the scenario
+annotation (``sim.apollo.io/run-locally: "true"``) and sits on a kwok node, this runner does what a
+kubelet and its runtime would do with the containers, as local processes:
+
+* once kwok reports the pod Running, it starts each container's command (see `spec`) with the pod's
+  environment and its volumes mapped to local directories: the checkpoint PVC's bound ``hostPath`` or
+  ``local`` PV becomes ``$CHECKPOINT_DIR``;
+* when a process exits and its restart policy does not restart it, it tells kwok through the
+  completion annotation (``sim.apollo.io/complete-containers``: ``name`` for exit code 0,
+  ``name=CODE`` otherwise), and kwok's Stage reports the container terminated; restartPolicy
+  Always/OnFailure restarts it after the kubelet's doubling back-off instead;
+* when the pod is deleted or evicted, it sends SIGTERM to every container's process group, SIGKILL
+  after the grace period, writes the terminal status (phase and exit codes) and only then deletes
+  the pod with grace 0, as a kubelet confirms a deletion. kwok's Stages leave these pods to it;
+* it mirrors the step a workload resumed from (``$CHECKPOINT_DIR/resumed-from.json``, written by the
+  trainer for this pod and this process) onto the pod as the annotation ``apollo.io/resumed-from``,
+  where the orchestrator reads it: an annotation, not a condition, because kwok's Stages rewrite the
+  status and because a patch of one annotation cannot clobber anything else;
+* it records each process's CPU time in a ledger (`ledger`), in memory and as ``ledger.json``.
+
+Init containers are not run: kwok reports them completed at once, as it always has. The runner is
+development tooling for the local cluster only; on a real cluster the kubelet does all of this.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from apollo_api.podmigration import CHECKPOINT_ENV, RESUMED_FROM_ANNOTATION
+from apolloctl.cluster.configs import COMPLETE_ANNOTATION
+from apolloctl.podrunner.config import RunnerSettings
+from apolloctl.podrunner.ledger import Ledger, RunRecord
+from apolloctl.podrunner.proc import LocalProcess
+from apolloctl.podrunner.spec import (
+    PodInfo,
+    SpecError,
+    format_exits,
+    is_kwok_node,
+    launch_for,
+    parse_exits,
+    pv_local_path,
+    volume_sources,
+)
+from apolloctl.podrunner.status import Exit, terminal_status
+from apolloctl.workloads import RESUMED_FROM_FILE
+from common.loops import BackgroundLoop, ClosableQueue
+
+log = logging.getLogger("apolloctl.podrunner")
+RELIST_BACKOFF_SECONDS = 1.0
+# Exit code a runtime reports for a container it could not start (containerd's StartError).
+START_ERROR_EXIT_CODE = 128
+# A container that ran this long has its restart back-off reset, as the kubelet does.
+BACKOFF_RESET_SECONDS = 600.0
+# Clock slack when matching resumed-from.json to the process that should have written it.
+RESUME_CLOCK_SLACK_SECONDS = 2.0
+
+
+class _NotReady(Exception):
+    """Something the pod needs is not there yet (an unbound claim): try again on a later tick."""
+
+
+def _json(resp: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(resp.data)
+    return data
+
+
+def _api_status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status", None)
+    return int(status) if isinstance(status, int) else None
+
+
+@dataclass
+class ContainerRun:
+    name: str
+    process: LocalProcess | None = None
+    record: RunRecord | None = None
+    attempts: int = 0
+    last_exit: Exit | None = None
+    next_start: float = 0.0
+    backoff: float = 0.0
+    done: bool = False
+    resume_checked: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
+
+@dataclass
+class PodRun:
+    info: PodInfo
+    containers: dict[str, ContainerRun] = field(default_factory=dict)
+    gone: bool = False
+    terminating: bool = False
+    kill_at: float = 0.0
+    killed: bool = False
+    finalized: bool = False
+    to_report: dict[str, int] = field(default_factory=dict)
+    reported: dict[str, int] = field(default_factory=dict)
+    warned: set[str] = field(default_factory=set)
+
+    def container(self, name: str) -> ContainerRun:
+        if name not in self.containers:
+            self.containers[name] = ContainerRun(name)
+        return self.containers[name]
+
+    def running(self) -> list[ContainerRun]:
+        return [c for c in self.containers.values() if c.running]
+
+
+class PodWatch(BackgroundLoop):
+    """List, then watch pods (raw JSON); every event goes to the runner's queue, a relist as a LIST."""
+
+    def __init__(self, core_v1: Any, namespace: str, out: ClosableQueue[tuple[str, dict[str, Any]]]) -> None:
+        super().__init__("podrunner-watch", RELIST_BACKOFF_SECONDS)
+        self.core = core_v1
+        self.namespace = namespace
+        self.out = self.closes(out)
+
+    def _list(self, **kw: Any) -> Any:
+        if self.namespace:
+            return self.core.list_namespaced_pod(self.namespace, **kw)
+        return self.core.list_pod_for_all_namespaces(**kw)
+
+    def _events(self, resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        resp = self._list(watch=True, resource_version=resource_version, timeout_seconds=120, _preload_content=False)
+        try:
+            buffer = b""
+            for chunk in resp.stream(65536):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event = json.loads(line)
+                        yield str(event.get("type", "")), event.get("object") or {}
+                if self.stopping:
+                    return
+        finally:
+            resp.release_conn()
+
+    def run_once(self) -> None:
+        try:
+            listing = _json(self._list(_preload_content=False))
+            items = listing.get("items") or []
+            self.out.put_nowait(("LIST", {"uids": [(p.get("metadata") or {}).get("uid") for p in items]}))
+            for pod in items:
+                self.out.put_nowait(("ADDED", pod))
+            for event_type, pod in self._events(str(listing["metadata"]["resourceVersion"])):
+                if event_type == "ERROR":
+                    return  # e.g. 410 Gone: list again
+                self.out.put_nowait((event_type, pod))
+        except Exception as exc:  # the watch must survive API hiccups
+            if not self.stopping:
+                log.warning("pod watch interrupted; listing again", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+
+class PodRunner:
+    """Runs the scenario pods' containers as processes; `start()`, `stop()`, and `ledger` to read."""
+
+    def __init__(
+        self,
+        core_v1: Any,
+        settings: RunnerSettings,
+        *,
+        die_with_parent: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.core = core_v1
+        self.settings = settings
+        self.state_dir = settings.state_path.resolve()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.state_dir / "ledger.json")
+        self.die_with_parent = die_with_parent
+        self.base_env = dict(os.environ if environ is None else environ)
+        self.python = settings.python or sys.executable
+        self.roots = tuple(Path(r).resolve() for r in settings.allowed_volume_roots)
+        self._events: ClosableQueue[tuple[str, dict[str, Any]]] = ClosableQueue()
+        self._pods: dict[str, PodRun] = {}
+        self._finished: set[str] = set()
+        self._kwok_nodes: dict[str, bool] = {}
+        self._watch = PodWatch(core_v1, settings.namespace, self._events)
+        self._loop = BackgroundLoop("podrunner", settings.tick_seconds, self.tick)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> PodRunner:
+        self._watch.start()
+        self._loop.start()
+        log.info("pod runner started", extra={"state_dir": str(self.state_dir)})
+        return self
+
+    def stop(self) -> None:
+        """Stop watching, then stop every process (SIGTERM, grace, SIGKILL); pods are left as they are."""
+        self._watch.stop()
+        self._loop.stop()
+        runs = [c for run in self._pods.values() for c in run.running()]
+        for c in runs:
+            assert c.process is not None
+            c.process.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds
+        while any(c.process is not None and c.process.poll() is None for c in runs):
+            if time.monotonic() > deadline:
+                for c in runs:
+                    if c.process is not None and c.process.running:
+                        c.process.signal_group(signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.05)
+        for run in self._pods.values():
+            for c in run.containers.values():
+                self._close_record(c, reason="runner stopped")
+        self.ledger.flush(force=True)
+        log.info("pod runner stopped")
+
+    def __enter__(self) -> PodRunner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_path(self, namespace: str, pod: str, container: str) -> Path:
+        """Where a container's output goes (as /var/log/containers names them)."""
+        return self.state_dir / "logs" / f"{namespace}_{pod}_{container}.log"
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Apply pod events, then move every pod one step; one thread does all of it, so no locks."""
+        for event_type, obj in self._events.drain(10_000):
+            self._apply(event_type, obj)
+        now = time.monotonic()
+        for uid, run in list(self._pods.items()):
+            try:
+                self._reconcile(run, now)
+            except Exception:
+                log.exception("pod reconcile failed", extra={"pod": run.info.key})
+            if run.finalized:
+                del self._pods[uid]
+                self._finished.add(uid)
+        self.ledger.flush()
+
+    def _apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        if event_type == "LIST":
+            present = set(obj.get("uids") or [])
+            for uid, run in self._pods.items():
+                if uid not in present:
+                    run.gone = True
+            return
+        info = PodInfo.from_json(obj)
+        if not info.uid or info.uid in self._finished or not info.run_locally or not info.node:
+            return
+        if not self._is_kwok(info.node):
+            return
+        run = self._pods.setdefault(info.uid, PodRun(info))
+        run.info = info
+        if event_type == "DELETED":
+            run.gone = True
+
+    def _is_kwok(self, node: str) -> bool:
+        if node not in self._kwok_nodes:
+            try:
+                self._kwok_nodes[node] = is_kwok_node(_json(self.core.read_node(node, _preload_content=False)))
+            except Exception as exc:
+                log.warning("cannot read node", extra={"node": node, "error": str(exc)})
+                return False
+        return self._kwok_nodes[node]
+
+    def _reconcile(self, run: PodRun, now: float) -> None:
+        for c in run.containers.values():
+            if c.process is not None and c.running and c.process.poll() is not None:
+                self._exited(run, c)
+        info = run.info
+        if info.deleting or run.gone:
+            self._terminate(run, now)
+            return
+        if info.phase != "Running":
+            return  # kwok has not started it yet, or it has ended
+        volume_dirs: dict[str, Path] | None = None
+        volume_error = ""
+        try:
+            volume_dirs = self._volume_dirs(run)
+        except _NotReady as exc:
+            self._warn_once(run, f"waiting: {exc}")
+            return
+        except SpecError as exc:
+            volume_error = str(exc)
+        for container in info.containers:
+            name = str(container.get("name", ""))
+            c = run.container(name)
+            if c.done or c.running or now < c.next_start:
+                continue
+            status = info.statuses.get(name)
+            if c.attempts == 0 and status is not None and status.state == "terminated":
+                c.done = True  # it finished before this runner saw it (e.g. a runner restart)
+                continue
+            if volume_dirs is None:
+                self._start_failed(run, c, volume_error)
+                continue
+            self._start(run, c, container, volume_dirs)
+        for c in run.containers.values():
+            if c.running and not c.resume_checked:
+                self._mirror_resume(run, c)
+        if run.to_report:
+            self._report_exits(run)
+
+    # ---- containers ------------------------------------------------------------------------------
+    def _start(self, run: PodRun, c: ContainerRun, container: Mapping[str, Any], volume_dirs: dict[str, Path]) -> None:
+        info = run.info
+        c.attempts += 1
+        try:
+            launch = launch_for(info, container, volume_dirs, self.base_env, self.python, self._resolve)
+            if launch.cwd is None:
+                launch = replace(launch, cwd=self.state_dir / "pods" / info.uid / c.name)
+            proc = LocalProcess(launch, self.log_path(info.namespace, info.name, c.name), self.die_with_parent)
+        except (SpecError, OSError) as exc:
+            self._start_failed(run, c, str(exc), counted=True)
+            return
+        c.process = proc
+        c.resume_checked = CHECKPOINT_ENV not in launch.env
+        c.record = self.ledger.add(
+            RunRecord(
+                namespace=info.namespace,
+                pod=info.name,
+                uid=info.uid,
+                node=info.node,
+                container=c.name,
+                attempt=c.attempts,
+                argv=list(launch.argv),
+                pid=proc.pid,
+                started_at=proc.started_at,
+                log=str(proc.log_path),
+            )
+        )
+        log.info(
+            "started container",
+            extra={"pod": info.key, "container": c.name, "pid": proc.pid, "attempt": c.attempts},
+        )
+
+    def _start_failed(self, run: PodRun, c: ContainerRun, reason: str, counted: bool = False) -> None:
+        if not counted:
+            c.attempts += 1
+        info = run.info
+        now = time.time()
+        self.ledger.add(
+            RunRecord(
+                namespace=info.namespace,
+                pod=info.name,
+                uid=info.uid,
+                node=info.node,
+                container=c.name,
+                attempt=c.attempts,
+                state="failed-to-start",
+                started_at=now,
+                finished_at=now,
+                exit_code=START_ERROR_EXIT_CODE,
+                reason=reason,
+            )
+        )
+        log.error("cannot start container", extra={"pod": info.key, "container": c.name, "reason": reason})
+        c.last_exit = Exit(START_ERROR_EXIT_CODE, now, now)
+        self._after_exit(run, c, START_ERROR_EXIT_CODE, ran_for=0.0)
+
+    def _exited(self, run: PodRun, c: ContainerRun) -> None:
+        proc = c.process
+        assert proc is not None and proc.exit_code is not None and proc.finished_at is not None
+        code = proc.exit_code
+        c.last_exit = Exit(code, proc.started_at, proc.finished_at)
+        if run.terminating:
+            reason = "killed" if run.killed else "terminated"
+        elif code == 0:
+            reason = "completed"
+        else:
+            reason = "error"
+        self._close_record(c, reason)
+        log.info(
+            "container exited",
+            extra={"pod": run.info.key, "container": c.name, "exit_code": code, "cpu_seconds": proc.cpu_seconds},
+        )
+        if not run.terminating:
+            self._after_exit(run, c, code, ran_for=proc.finished_at - proc.started_at)
+
+    def _after_exit(self, run: PodRun, c: ContainerRun, code: int, ran_for: float) -> None:
+        if run.terminating:
+            c.done = True
+        elif run.info.restarts(code):
+            s = self.settings
+            c.backoff = s.restart_backoff_seconds if ran_for >= BACKOFF_RESET_SECONDS or not c.backoff else c.backoff
+            c.next_start = time.monotonic() + c.backoff
+            c.backoff = min(c.backoff * 2, s.max_restart_backoff_seconds)
+        else:
+            c.done = True
+            run.to_report[c.name] = code
+
+    def _close_record(self, c: ContainerRun, reason: str) -> None:
+        r, proc = c.record, c.process
+        if r is None or proc is None or r.state != "running":
+            return
+        if proc.exit_code is None:
+            proc.poll()
+        r.state = "exited" if proc.exit_code is not None else "running"
+        r.exit_code = proc.exit_code
+        r.finished_at = proc.finished_at
+        r.cpu_seconds = proc.cpu_seconds
+        r.reason = reason
+        self.ledger.touch()
+
+    def _report_exits(self, run: PodRun) -> None:
+        """Append the exits to kwok's completion annotation (a strategic merge of one key)."""
+        info = run.info
+        try:
+            current = parse_exits(info.annotations.get(COMPLETE_ANNOTATION, ""))
+        except ValueError:
+            current = {}
+        merged = {**current, **run.reported}
+        for name, code in run.to_report.items():
+            merged.setdefault(name, code)
+        value = format_exits(merged)
+        try:
+            self.core.patch_namespaced_pod(
+                info.name, info.namespace, {"metadata": {"annotations": {COMPLETE_ANNOTATION: value}}}
+            )
+        except Exception as exc:
+            if _api_status(exc) == 404:
+                run.to_report.clear()
+                return
+            log.warning("cannot report container exit; will retry", extra={"pod": info.key, "error": str(exc)})
+            return
+        run.reported.update(run.to_report)
+        run.to_report.clear()
+
+    def _mirror_resume(self, run: PodRun, c: ContainerRun) -> None:
+        """Copy resumed-from.json onto the pod once the process that runs now has written it."""
+        assert c.process is not None
+        directory = c.process.launch.env.get(CHECKPOINT_ENV, "")
+        try:
+            doc = json.loads((Path(directory) / RESUMED_FROM_FILE).read_text())
+            written_by_us = (
+                doc.get("pod") == run.info.hostname
+                and float(doc.get("started_at", 0)) >= c.process.started_at - RESUME_CLOCK_SLACK_SECONDS
+            )
+            step = int(doc["resumed_from"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # not written yet (or mid-replace): look again next tick
+        if not written_by_us:
+            return
+        try:
+            if run.info.annotations.get(RESUMED_FROM_ANNOTATION) != str(step):
+                self.core.patch_namespaced_pod(
+                    run.info.name,
+                    run.info.namespace,
+                    {"metadata": {"annotations": {RESUMED_FROM_ANNOTATION: str(step)}}},
+                )
+        except Exception as exc:
+            if _api_status(exc) != 404:
+                log.warning("cannot mirror resumed-from; will retry", extra={"pod": run.info.key, "error": str(exc)})
+                return
+        c.resume_checked = True
+        if c.record is not None:
+            c.record.resumed_from = step
+            self.ledger.touch()
+        log.info("workload resumed", extra={"pod": run.info.key, "container": c.name, "resumed_from": step})
+
+    # ---- deletion --------------------------------------------------------------------------------
+    def _terminate(self, run: PodRun, now: float) -> None:
+        running = run.running()
+        if not run.terminating:
+            run.terminating = True
+            run.kill_at = now + run.info.grace_seconds
+            for c in run.containers.values():
+                c.next_start = float("inf")
+            for c in running:
+                assert c.process is not None
+                c.process.signal_group(signal.SIGTERM)
+            log.info(
+                "pod deleted: stopping its containers",
+                extra={"pod": run.info.key, "grace_seconds": run.info.grace_seconds, "running": len(running)},
+            )
+        elif running and now >= run.kill_at and not run.killed:
+            run.killed = True
+            for c in running:
+                assert c.process is not None
+                c.process.signal_group(signal.SIGKILL)
+            log.warning("grace period over: SIGKILL", extra={"pod": run.info.key})
+        if running:
+            return
+        if run.gone:
+            run.finalized = True
+            return
+        self._finalize(run)
+
+    def _finalize(self, run: PodRun) -> None:
+        """Report the terminal status, then confirm the deletion (grace 0, same UID), as a kubelet does."""
+        info = run.info
+        exits = {name: c.last_exit for name, c in run.containers.items() if c.last_exit is not None}
+        try:
+            self.core.patch_namespaced_pod_status(info.name, info.namespace, terminal_status(info, exits, time.time()))
+            self.core.delete_namespaced_pod(
+                info.name, info.namespace, body={"gracePeriodSeconds": 0, "preconditions": {"uid": info.uid}}
+            )
+        except Exception as exc:
+            if _api_status(exc) not in (404, 409):  # gone already, or a new pod took the name
+                log.warning("cannot finish deleted pod; will retry", extra={"pod": info.key, "error": str(exc)})
+                return
+        run.finalized = True
+        log.info("pod stopped and removed", extra={"pod": info.key})
+
+    # ---- volumes and references ------------------------------------------------------------------
+    def _volume_dirs(self, run: PodRun) -> dict[str, Path]:
+        info = run.info
+        out: dict[str, Path] = {}
+        for source in volume_sources(info).values():
+            if source.kind == "emptyDir":
+                path = self.state_dir / "pods" / info.uid / "volumes" / source.name
+            elif source.kind == "pvc":
+                path = self._claim_dir(info.namespace, source.name, source.claim)
+            else:
+                continue
+            path.mkdir(parents=True, exist_ok=True)
+            out[source.name] = path
+        return out
+
+    def _claim_dir(self, namespace: str, volume: str, claim: str) -> Path:
+        try:
+            pvc = _json(self.core.read_namespaced_persistent_volume_claim(claim, namespace, _preload_content=False))
+        except Exception as exc:
+            if _api_status(exc) == 404:
+                raise _NotReady(f"volume {volume}: claim {claim} does not exist yet") from exc
+            raise
+        pv_name = (pvc.get("spec") or {}).get("volumeName")
+        if (pvc.get("status") or {}).get("phase") != "Bound" or not pv_name:
+            raise _NotReady(f"volume {volume}: claim {claim} is not bound yet")
+        pv = _json(self.core.read_persistent_volume(pv_name, _preload_content=False))
+        local = pv_local_path(pv)
+        if local is None:
+            raise SpecError(
+                f"volume {volume}: PV {pv_name} is neither hostPath nor local; the local runner maps only those"
+            )
+        path = Path(local).resolve()
+        if self.roots and not any(path == r or r in path.parents for r in self.roots):
+            raise SpecError(f"volume {volume}: PV {pv_name} path {local} is outside the allowed volume roots")
+        return path
+
+    def _resolve(self, kind: str, namespace: str, name: str) -> Mapping[str, str] | None:
+        read = self.core.read_namespaced_config_map if kind == "ConfigMap" else self.core.read_namespaced_secret
+        try:
+            obj = _json(read(name, namespace, _preload_content=False))
+        except Exception as exc:
+            if _api_status(exc) == 404:
+                return None
+            raise
+        data = {str(k): str(v) for k, v in (obj.get("data") or {}).items()}
+        if kind == "Secret":
+            data = {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+        return data
+
+    def _warn_once(self, run: PodRun, message: str) -> None:
+        if message not in run.warned:
+            run.warned.add(message)
+            log.warning(message, extra={"pod": run.info.key})
