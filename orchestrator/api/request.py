@@ -145,7 +145,8 @@ def parse_fields(data: Mapping[str, Any], fields: Sequence[Field]) -> dict[str, 
     unknown = sorted(k for k in data if k not in known)
     if unknown:
         raise InvalidArgument(
-            f"unknown field {unknown[0]!r}; accepted fields: {', '.join(f.name for f in fields)}", field=unknown[0]
+            f"unknown field {unknown[0]!r}; accepted fields: {', '.join(f.name for f in fields)}",
+            field=unknown[0] or "body",
         )
     out: dict[str, Any] = {}
     for f in fields:
