@@ -26,6 +26,7 @@ from common.settings import (
     positive,
     setting,
 )
+from orchestrator.api.settings import ApiSettings
 
 
 def _empty_or_host_port() -> Check:
@@ -221,6 +222,11 @@ class OrchestratorSettings(Validated):
     )
     api_timeout_seconds: float = setting(
         10.0, "Deadline of each Kubernetes API call, so a hung connection cannot stall the controller.", positive()
+    )
+    api: ApiSettings = setting(
+        ApiSettings,
+        "The migration REST API (/api/v1/migrations) served on the same port: authentication, body and batch "
+        "limits. TLS is server.certfile/keyfile.",
     )
     log_level: str = setting("INFO", "Structured JSON log level.", LOG_LEVEL)
 
