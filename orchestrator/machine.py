@@ -295,8 +295,12 @@ def _older_or_admitted(m: PodMigration, others: Sequence[PodMigration]) -> list[
 
 
 def _refusal_reason(error: DomainError) -> tuple[str, str]:
+    """(condition reason, message naming the spec field): the REST API's `target_node` reads spec.targetNode."""
+    message = error.message
+    if error.field and message.startswith(f"{error.field}: "):
+        message = message[len(error.field) + 2 :]
     where = SPEC_FIELDS.get(error.field, error.field)
-    return type(error).__name__, f"{where}: {error.message}" if where else error.message
+    return type(error).__name__, f"{where}: {message}" if where else message
 
 
 # -- the machine ---------------------------------------------------------------------------------
