@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main scenario on a fresh local cluster")
     demo.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
     demo.set_defaults(func=cmd_demo)
+    from apolloctl.migrate import add_parsers as add_migration_parsers
+
+    add_migration_parsers(sub)
     return parser
 
 
