@@ -768,10 +768,10 @@ class Machine:
         kind = "Normal" if phase == Phase.SUCCEEDED else "Warning"
         verb = {Phase.SUCCEEDED: "Migrated", Phase.FAILED: "MigrationFailed", Phase.CANCELLED: "MigrationCancelled"}
         effects.append(self._emit_migration(m, kind, verb[phase], message))
-        if world.pod is not None:
-            subject = world.pod
-            if st.replacement_pod and st.replacement_pod != podinfo.name(world.pod):
-                subject = next((p for p in world.candidates if podinfo.name(p) == st.replacement_pod), world.pod)
+        # On the replacement once there is one (the pod the user now looks at), else on the source.
+        pool = [*world.candidates, *([world.pod] if world.pod is not None else [])]
+        subject = next((p for p in pool if st.replacement_pod and podinfo.name(p) == st.replacement_pod), world.pod)
+        if subject is not None:
             effects.append(self._emit_pod(m, subject, kind, verb[phase], f"PodMigration {m.name}: {message}"))
         effects.append(PatchMeta(remove_finalizer=True))
         return Plan(st, effects, requeue_after=0.0)
