@@ -310,6 +310,24 @@ class PodMigration:
     def active(self) -> bool:
         return self.status.phase in Phase.ACTIVE and not self.deletion_timestamp
 
+    @property
+    def reservation(self) -> tuple[str, Resources] | None:
+        """(node, requests) this migration holds on its target, or None.
+
+        From capture (requests recorded, phase past Pending) until its replacement has a node: the
+        target is spec.targetNode, else status.suggestedNode, and the requests are the replacement's
+        planned ones (requestsAfter, else requestsBefore). Dry runs and finished or deleted objects hold
+        nothing. The orchestrator counts these when it checks a target's capacity; the extender keeps
+        every other pod off them, so a pod created during the migration cannot take the space.
+        """
+        if self.spec.dry_run or self.deletion_timestamp or self.status.replacement_node:
+            return None
+        if self.status.phase not in (Phase.CAPTURING, Phase.EVICTING, Phase.RESCHEDULING):
+            return None
+        requests = self.status.requests_after or self.status.requests_before
+        node = self.spec.target_node or self.status.suggested_node
+        return (node, requests) if node and requests is not None else None
+
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> PodMigration:
         meta = obj.get("metadata") or {}
@@ -376,6 +394,33 @@ def workload_of(pod: Mapping[str, Any]) -> tuple[str, str, str]:
     if kind == "ReplicaSet" and template_hash and name.endswith("-" + template_hash):
         return "Deployment", name[: -len(template_hash) - 1], uid
     return kind, name, uid
+
+
+def is_replacement_of(m: PodMigration, pod: Mapping[str, Any]) -> bool:
+    """The matching rule: is `pod` (another pod than the source) the replacement of migration `m`?
+
+    MIGRATION_ANNOTATION settles it when present. Otherwise a pod in m's namespace whose controller
+    owner UID equals status.ownerUID (and, for an Indexed Job, whose completion index equals
+    status.jobCompletionIndex), or, for a bare pod (no controller), whose name equals spec.podName.
+    Callers that must tell a replacement from a sibling replica created earlier add their own time rule.
+    """
+    meta = pod.get("metadata") or {}
+    if str(meta.get("namespace") or m.namespace) != m.namespace:
+        return False
+    uid = str(meta.get("uid") or "")
+    if uid and uid == m.status.pod_uid:
+        return False
+    marked = (meta.get("annotations") or {}).get(MIGRATION_ANNOTATION)
+    if marked:
+        return bool(marked == m.name)
+    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
+    owner_uid = str(owner.get("uid", "")) if owner else ""
+    if m.status.owner_uid:
+        if owner_uid != m.status.owner_uid:
+            return False
+        index = str((meta.get("annotations") or {}).get(JOB_INDEX_ANNOTATION, ""))
+        return not m.status.job_completion_index or index == m.status.job_completion_index
+    return not owner_uid and str(meta.get("name", "")) == m.spec.pod_name
 
 
 def migration_name(pod_name: str, suffix: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from apollo_api.podmigration import Phase, PodMigration, Resources
+from apollo_api.podmigration import PodMigration, Resources
 from common.quantity import parse_quantity
 from orchestrator import podinfo
 
@@ -80,33 +80,17 @@ def node_view(node: Json, bound_pods: Iterable[Json], reserved: Resources | None
 
 
 def reservations_by_node(migrations: Iterable[PodMigration], exclude: str = "") -> dict[str, Resources]:
-    """Capacity other active migrations hold on their targets until their replacement is bound.
-
-    The same rule the extender applies: a migration reserves its planned requests on its target
-    (spec.targetNode, else status.suggestedNode) from capture until the replacement has a node.
-    """
+    """Capacity other active migrations hold on their targets (`PodMigration.reservation`, the rule the
+    extender applies too), summed per node; `exclude` ("namespace/name") leaves one migration out."""
     out: dict[str, Resources] = {}
     for m in migrations:
-        target = reserved_target(m)
-        if not target or f"{m.namespace}/{m.name}" == exclude:
+        held = m.reservation
+        if held is None or f"{m.namespace}/{m.name}" == exclude:
             continue
-        req = m.status.requests_after or m.status.requests_before
-        if req is None:
-            continue
-        prev = out.get(target, Resources())
-        out[target] = Resources(prev.cpu_cores + req.cpu_cores, prev.memory_bytes + req.memory_bytes)
+        node, req = held
+        prev = out.get(node, Resources())
+        out[node] = Resources(prev.cpu_cores + req.cpu_cores, prev.memory_bytes + req.memory_bytes)
     return out
-
-
-def reserved_target(m: PodMigration) -> str:
-    """The node `m` holds capacity on now, or "" (not admitted yet, finished, dry run, or already placed)."""
-    if m.spec.dry_run or m.deletion_timestamp or m.status.replacement_node:
-        return ""
-    if m.status.phase not in (Phase.CAPTURING, Phase.EVICTING, Phase.RESCHEDULING):
-        return ""
-    if m.status.requests_after is None and m.status.requests_before is None:
-        return ""
-    return m.spec.target_node or m.status.suggested_node
 
 
 def _expr_matches(expr: Json, labels: Mapping[str, str]) -> bool:

@@ -17,6 +17,7 @@ from apollo_api.podmigration import (
     ContainerState,
     PodMigration,
     Resources,
+    is_replacement_of,
 )
 from common.quantity import parse_quantity
 
@@ -202,27 +203,15 @@ def job_index(pod: Json) -> str:
 
 
 def is_replacement(m: PodMigration, pod: Json, not_before: float | None = None) -> bool:
-    """Whether `pod` is the replacement of migration `m` (the webhook's matching rule, seen from the controller).
-
-    The webhook's annotation settles it; without it (webhook not installed, or a pod created before
-    the webhook saw the migration) the same rule the webhook uses: the controller owner's UID (and
-    an Indexed Job's completion index), or for a bare pod its name. A pod of the same owner created
-    before `not_before` (the eviction request) is a sibling replica, not the replacement.
+    """Whether `pod` is the replacement of migration `m`: the contract's matching rule (the webhook's
+    annotation, else the controller owner's UID and an Indexed Job's completion index, else a bare pod's
+    name), plus time: a pod of the same owner created before `not_before` (the eviction request) is a
+    sibling replica, not the replacement.
     """
-    pm = meta(pod)
-    if str(pm.get("namespace", m.namespace)) != m.namespace or uid(pod) == m.status.pod_uid or not uid(pod):
+    if not uid(pod) or not is_replacement_of(m, pod):
         return False
-    marked = annotations_of(pod).get(MIGRATION_ANNOTATION)
-    if marked:
-        return bool(marked == m.name)
-    _, _, owner_uid = controller_ref(pod)
-    if m.status.owner_uid:
-        if owner_uid != m.status.owner_uid:
-            return False
-        if m.status.job_completion_index and job_index(pod) != m.status.job_completion_index:
-            return False
-    elif owner_uid or name(pod) != m.spec.pod_name:
-        return False
+    if annotations_of(pod).get(MIGRATION_ANNOTATION):
+        return True
     born = created_at(pod)
     # creationTimestamp has one-second resolution: a pod created in the eviction's second counts.
     return not_before is None or born is None or born >= int(not_before)
