@@ -531,7 +531,7 @@ class Controller:
             return
         log.info(
             "migration advanced",
-            extra={"migration": key_of(m), "from": before, "to": after, "message": plan.status.message},
+            extra={"migration": key_of(m), "from": before, "to": after, "detail": plan.status.message},
         )
         if after in Phase.FINISHED:
             done = next((c for c in plan.status.conditions if c.type in ("Complete", "Failed", "Cancelled")), None)
