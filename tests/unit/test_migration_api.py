@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -182,6 +183,12 @@ def make_harness(cluster: FakeCluster, settings: ApiSettings | None = None) -> H
     access = RecordingAccess()
     app = create_app(settings, service=service, access=access, version="9.9.9")
     return Harness(cluster, access, app, app.test_client())
+
+
+@pytest.fixture(autouse=True)
+def _api_logs_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    """Every log call of the API builds its record (an `extra` key clashing with LogRecord's raises)."""
+    caplog.set_level(logging.INFO, logger="orchestrator.api")
 
 
 @pytest.fixture
