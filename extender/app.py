@@ -55,6 +55,10 @@ def create_app(
     if start_background:
         state.refresher.start()
         state.reporter.start()
+        if settings.reserve_for_migrations:
+            from extender.reservations import ReservationWatcher
+
+            ReservationWatcher(kube.api_client(settings.kubeconfig), state).start()
         if settings.watch_pods:
             from extender.pod_watcher import PodWatcher
 

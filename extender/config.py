@@ -69,6 +69,12 @@ class ExtenderSettings(Validated):
     watch_pods: bool = setting(
         True, "Watch pods to count bindings since APOLLO's last sample and to report scheduling results.", None
     )
+    reserve_for_migrations: bool = setting(
+        True,
+        "Hold each active migration's target capacity for its replacement (watches PodMigrations, reads the "
+        "reserved nodes): a pod created during the migration must not take the room the move relies on.",
+        None,
+    )
     kubeconfig: str = setting("", "Empty: in-cluster service-account credentials.", None)
     max_body_bytes: int = setting(
         64 * 2**20, "Largest ExtenderArgs accepted (a NodeList of 20,000 nodes fits).", int_range(1024, 2**31)

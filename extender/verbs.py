@@ -32,6 +32,7 @@ from extender.protocol import (
     encode_priorities,
 )
 from extender.ranking import PodPolicy, filter_nodes, prioritize_nodes
+from extender.reservations import ReservationBook
 from extender.snapshot import Snapshot, SnapshotStore
 
 log = logging.getLogger("extender")
@@ -51,6 +52,8 @@ class ExtenderState:
     reporter: ResultReporter | None = None
     refresher: Refresher | None = None
     watcher: BackgroundLoop | None = None
+    # Capacity active migrations hold on their targets (extender.reservations); replaced whole, never mutated.
+    reservations: ReservationBook = field(default_factory=ReservationBook)
     _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _seen_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_fallback_log: float = 0.0
@@ -136,6 +139,7 @@ def filter_verb(state: ExtenderState, body: bytes, rejected: str = "") -> bytes:
     try:
         args, snap, reason, demand, hot, policy = _parse(state, body, rejected)
         outcome = filter_nodes(snap, reason, demand, args.node_names, hot, policy)
+        outcome = state.reservations.apply(outcome, args.pod, demand)  # even fail-open: capacity, not load
         if outcome.fallback:
             state.note_fallback("filter", outcome.fallback)
         state.metrics.filtered_nodes.labels("resolvable").inc(len(outcome.failed))

@@ -34,6 +34,14 @@ SERVICES: list[tuple[str, str, str, str, str]] = [
         "Scheduler extender settings",
         "The kube-scheduler extender (`apollo-extender`): how it serves the verbs and how it reaches APOLLO.",
     ),
+    (
+        "orchestrator.md",
+        "orchestrator.config:OrchestratorSettings",
+        "ORCHESTRATOR",
+        "Orchestrator settings",
+        "The migration controller (`apollo-orchestrator`): concurrency caps, eviction retries, leader election, "
+        "the APOLLO link, the lifetime of finished PodMigrations, and the HTTP port it shares with the REST API.",
+    ),
 ]
 
 
