@@ -67,6 +67,12 @@ class Unavailable(DomainError):
     reason = "ServiceUnavailable"
 
 
+class Unimplemented(DomainError):
+    """A well-formed request for something this service does not offer (an action it only issues itself)."""
+
+    reason = "NotImplemented"
+
+
 HTTP_STATUS: dict[type[DomainError], int] = {
     InvalidArgument: 400,
     Unauthenticated: 401,
@@ -77,6 +83,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     Unprocessable: 422,
     TooManyRequests: 429,
     DomainError: 500,
+    Unimplemented: 501,
     Unavailable: 503,
 }
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
@@ -16,6 +19,7 @@ from common.errors import (
     TooManyRequests,
     Unauthenticated,
     Unavailable,
+    Unimplemented,
     Unprocessable,
 )
 
@@ -29,6 +33,7 @@ GRPC_CODE: dict[type[DomainError], grpc.StatusCode] = {
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     TooManyRequests: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     DomainError: grpc.StatusCode.INTERNAL,
 }
 
@@ -49,3 +54,34 @@ def abort(context: grpc.ServicerContext, error: DomainError) -> NoReturn:
     )
     context.abort(grpc_code(error), detail)
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def domain_errors(method: F) -> F:
+    """Servicer method decorator: a DomainError raised inside ends the call through `abort`.
+
+    Works for unary and client-streaming methods (which return) and server-streaming ones (generators,
+    which may raise while the stream is open), so a servicer raises errors and never calls
+    `context.abort` itself. The context is the method's last positional argument, as gRPC calls it.
+    """
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from method(self, request, context)
+            except DomainError as exc:
+                abort(context, exc)
+
+        return cast(F, stream)
+
+    @functools.wraps(method)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except DomainError as exc:
+            abort(context, exc)
+
+    return cast(F, unary)

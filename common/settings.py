@@ -74,6 +74,17 @@ def non_negative() -> Check:
     return check
 
 
+def boolean() -> Check:
+    """A real bool: a pure core built in code must not take 1 or "yes" for True (files and variables are
+    coerced before this check runs)."""
+
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+    return check
+
+
 def open_unit() -> Check:
     """A fraction strictly between 0 and 1 (probabilities, quantile levels, thresholds)."""
     return in_range(0.0, 1.0, lo_open=True, hi_open=True)
@@ -236,7 +247,11 @@ def _build(cls: Any, data: Mapping[str, Any], prefix: str = "") -> Any:
     kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except ConfigError:
+    except ConfigError as exc:
+        # A nested class that checks itself on construction (a pure core's settings) names its fields
+        # without knowing where it sits in the tree; give them their dotted path.
+        if prefix and not str(exc).startswith(prefix):
+            raise ConfigError(f"{prefix}{exc}") from exc
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from exc
