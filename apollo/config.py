@@ -1,178 +1,225 @@
-"""APOLLO's settings: one typed, validated object, read from a YAML file and APOLLO_* variables.
+"""APOLLO's settings tree: one declaration per setting drives the YAML file, the APOLLO_* variables, the
+validation and the reference page (`docs/settings/apollo.md`, from `python hack/gen_settings_docs.py`).
 
 Every field has a default that works in a cluster with node-exporter (and DCGM for GPUs), so a
-deployment only writes down what differs. Validation happens once at start-up and names the
-offending field, because a bad threshold discovered at the first overload is far more expensive.
+deployment only writes down what differs. The orchestration policy (`policy`) and the scoring weights
+(`scoring`) are the pure core's own settings classes, embedded whole: there is no second list of their
+knobs to fall out of step. Validation happens once at start-up and names the offending field, because a
+bad threshold discovered at the first overload is far more expensive.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from common.settings import ConfigError, Validated, host_port, int_range, load, open_unit, positive
+from apollo.core.domain import RESOURCES
+from apollo.core.forecasting.params import ForecastParams
+from apollo.core.policy.settings import PolicySettings
+from apollo.core.scoring.weights import ScoringWeights
+from common.settings import (
+    LOG_LEVEL,
+    ConfigError,
+    Validated,
+    boolean,
+    host_port,
+    http_url,
+    in_range,
+    int_range,
+    load,
+    non_empty,
+    positive,
+    setting,
+)
 
-RESOURCES = ("cpu", "memory", "disk_io", "network", "gpu")
+__all__ = [
+    "ApolloSettings",
+    "ForecastSettings",
+    "KubernetesSettings",
+    "PolicySettings",
+    "PrometheusSettings",
+    "ScoringWeights",
+    "TuningSettings",
+    "load_settings",
+]
+
+# Each query must return one series per node, as a utilisation fraction 0..1, carrying the Kubernetes
+# node name in `node_label` (relabel it at scrape time or edit the query).
+DEFAULT_QUERIES = {
+    "cpu": '1 - avg by (node) (rate(node_cpu_seconds_total{mode="idle"}[2m]))',
+    "memory": "1 - sum by (node) (node_memory_MemAvailable_bytes) / sum by (node) (node_memory_MemTotal_bytes)",
+    "disk_io": "max by (node) (rate(node_disk_io_time_seconds_total[2m]))",
+    "network": "sum by (node) (rate(node_network_receive_bytes_total[2m]) + "
+    "rate(node_network_transmit_bytes_total[2m])) / sum by (node) (node_network_speed_bytes > 0)",
+    "gpu": "avg by (node) (DCGM_FI_DEV_GPU_UTIL) / 100",
+}
 
 
-def _default_queries() -> dict[str, str]:
-    # Each query must return one series per node, as a utilisation fraction 0..1, carrying the
-    # Kubernetes node name in `node_label` (relabel it at scrape time or edit the query).
-    return {
-        "cpu": '1 - avg by (node) (rate(node_cpu_seconds_total{mode="idle"}[2m]))',
-        "memory": "1 - sum by (node) (node_memory_MemAvailable_bytes) / sum by (node) (node_memory_MemTotal_bytes)",
-        "disk_io": "max by (node) (rate(node_disk_io_time_seconds_total[2m]))",
-        "network": "sum by (node) (rate(node_network_receive_bytes_total[2m]) + "
-        "rate(node_network_transmit_bytes_total[2m])) / sum by (node) (node_network_speed_bytes > 0)",
-        "gpu": "avg by (node) (DCGM_FI_DEV_GPU_UTIL) / 100",
-    }
+def _queries(name: str, value: Any) -> None:
+    """Known resources only, each a non-empty PromQL string."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a mapping of resource to PromQL, got {value!r}")
+    unknown = set(value) - set(RESOURCES)
+    if unknown:
+        raise ConfigError(f"{name} has unknown resources {sorted(unknown)}; known: {', '.join(RESOURCES)}")
+    for resource, query in value.items():
+        non_empty()(f"{name}.{resource}", query)
+
+
+def _string_map(name: str, value: Any) -> None:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ConfigError(f"{name} must map strings to strings, got {value!r}")
 
 
 @dataclass(frozen=True)
 class PrometheusSettings:
     """Where node metrics come from and how to read them."""
 
-    url: str = "http://prometheus-operated.monitoring.svc:9090"
-    queries: dict[str, str] = field(default_factory=_default_queries)
-    # Label holding the Kubernetes node name in every query result.
-    node_label: str = "node"
-    # When `node_label` is absent: map the `instance` label (host:port) to a node name.
-    instance_to_node: dict[str, str] = field(default_factory=dict)
-    timeout_seconds: float = 5.0
-    # Samples older than this make the engine stale: neutral scores, no migrations.
-    stale_after_seconds: float = 180.0
-    verify_tls: bool = True
-
-    def validate(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"prometheus.url must be an http(s) URL, got {self.url!r}")
-        unknown = set(self.queries) - set(RESOURCES)
-        if unknown:
-            raise ConfigError(f"prometheus.queries has unknown resources {sorted(unknown)}; known: {RESOURCES}")
-        for name, query in self.queries.items():
-            if not isinstance(query, str) or not query.strip():
-                raise ConfigError(f"prometheus.queries.{name} must be a non-empty PromQL string")
-        positive()("prometheus.timeout_seconds", self.timeout_seconds)
-        positive()("prometheus.stale_after_seconds", self.stale_after_seconds)
-        if not self.node_label:
-            raise ConfigError("prometheus.node_label must not be empty")
+    url: str = setting(
+        "http://prometheus-operated.monitoring.svc:9090",
+        "The Prometheus Operator's default Service; the only source of node load APOLLO reads.",
+        http_url(),
+    )
+    queries: dict[str, str] = setting(
+        DEFAULT_QUERIES,
+        "One PromQL per resource, each a utilisation fraction per node: node-exporter for cpu, memory, disk "
+        "and network, DCGM for GPUs. Counters go through rate(), which also absorbs counter resets. A resource "
+        "left out is not forecast.",
+        _queries,
+    )
+    node_label: str = setting(
+        "node", "Label holding the Kubernetes node name in every query result (relabel at scrape time).", non_empty()
+    )
+    instance_to_node: dict[str, str] = setting(
+        {},
+        "When node_label is absent: the instance label (host:port) mapped to a node name; otherwise the host part "
+        "of the instance is taken as the name.",
+        _string_map,
+    )
+    timeout_seconds: float = setting(
+        5.0, "Per query: well under a tick, so a slow Prometheus delays one tick, not the loop.", positive()
+    )
+    stale_after_seconds: float = setting(
+        180.0,
+        "Without a successful sample for this long the view turns stale: neutral scores, no migrations. Six "
+        "30 s ticks ride out a Prometheus restart without dropping what the forecast knows.",
+        positive(),
+    )
+    verify_tls: bool = setting(True, "Check Prometheus' certificate when the URL is https.", boolean())
 
 
 @dataclass(frozen=True)
 class ForecastSettings:
     """How far and how carefully the engine looks ahead."""
 
-    step_seconds: float = 30.0
-    horizon_minutes: int = 30
-    season_minutes: int = 1440
-    # Upper quantile used for every decision (scores, overload warnings, migrations).
-    decision_quantile: float = 0.95
-    overload_threshold: float = 0.85
-    # Steps over the threshold in a row before a node counts as "overload coming" (not a lone spike).
-    overload_consecutive_steps: int = 3
-    # Samples before forecasts steer anything (neutral scores, no migrations until then); a warm
-    # start from Prometheus history usually covers them at once.
-    warmup_samples: int = 12
-    # Accuracy below which the engine stops trusting forecasts and scores on current load.
-    reactive_mase_above: float = 1.5
-    alpha: float = 0.3
-    beta: float = 0.05
-    phi: float = 0.9
-    gamma: float = 0.1
+    step_seconds: float = setting(
+        30.0,
+        "Tick interval: one sample per resource and node, one forecaster update. Twice the usual scrape "
+        "interval, so each tick sees a fresh sample.",
+        positive(),
+    )
+    horizon_minutes: int = setting(
+        30,
+        "How far ahead scores and overload warnings look: longer than a migration takes (checkpoint, evict, "
+        "reschedule), short enough to stay accurate.",
+        int_range(1, 1440),
+    )
+    season_minutes: int = setting(
+        1440,
+        "Length of the season the periodicity test looks for (a day); 0 disables seasonality.",
+        int_range(0, 7 * 1440),
+    )
+    decision_quantile: float = setting(
+        0.95,
+        "Upper quantile every decision reads (scores, overload warnings, migrations): risk-aware, so a node "
+        "that might spike is not chosen as if it would not.",
+        in_range(0.5, 1.0, lo_open=True, hi_open=True),
+    )
+    warmup_samples: int = setting(
+        12,
+        "Samples before forecasts steer anything (neutral scores, no policies until then); a warm start from "
+        "Prometheus history usually covers them at once.",
+        int_range(0, 100_000),
+    )
+    reactive_mase_above: float = setting(
+        1.5,
+        "Live MASE above which forecasts are distrusted and the engine decides on current load: 1.5 is half as "
+        "bad again as seasonal naive, clearly worse than not forecasting at all.",
+        positive(),
+    )
+    smoothing: ForecastParams = setting(
+        ForecastParams,
+        "Initial smoothing weights of every series (the tuning job refits them per resource kind).",
+    )
 
     @property
     def horizon_steps(self) -> int:
         return max(1, math.ceil(self.horizon_minutes * 60 / self.step_seconds))
-
-    def validate(self) -> None:
-        positive()("forecast.step_seconds", self.step_seconds)
-        int_range(1, 1440)("forecast.horizon_minutes", self.horizon_minutes)
-        int_range(0, 7 * 1440)("forecast.season_minutes", self.season_minutes)
-        open_unit()("forecast.decision_quantile", self.decision_quantile)
-        if not 0.5 < self.decision_quantile < 1:
-            raise ConfigError(f"forecast.decision_quantile must be in (0.5, 1), got {self.decision_quantile}")
-        open_unit()("forecast.overload_threshold", self.overload_threshold)
-        int_range(1, self.horizon_steps)("forecast.overload_consecutive_steps", self.overload_consecutive_steps)
-        positive()("forecast.reactive_mase_above", self.reactive_mase_above)
-        int_range(0, 100_000)("forecast.warmup_samples", self.warmup_samples)
-        for name in ("alpha", "beta", "phi", "gamma"):
-            open_unit()(f"forecast.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
 class TuningSettings:
     """Self-tuning from Prometheus history."""
 
-    enabled: bool = True
-    interval_seconds: float = 3600.0
-    lookback_hours: float = 48.0
-    holdout_fraction: float = 0.25
-
-    def validate(self) -> None:
-        positive()("tuning.interval_seconds", self.interval_seconds)
-        positive()("tuning.lookback_hours", self.lookback_hours)
-        open_unit()("tuning.holdout_fraction", self.holdout_fraction)
-
-
-@dataclass(frozen=True)
-class PolicyCaps:
-    """Guards on orchestration decisions; the engine maps them onto the pure policy's settings."""
-
-    dry_run: bool = False
-    confirm_ticks: int = 2
-    max_migrations_per_node: int = 1
-    max_migrations_per_workload: int = 1
-    max_migrations_cluster: int = 5
-    workload_cooldown_seconds: float = 600.0
-    migration_timeout_seconds: int = 300
-    checkpoint_label: str = "apollo.io/checkpoint"
-
-    def validate(self) -> None:
-        int_range(1, 1000)("policy.confirm_ticks", self.confirm_ticks)
-        int_range(0, 1000)("policy.max_migrations_per_node", self.max_migrations_per_node)
-        int_range(0, 1000)("policy.max_migrations_per_workload", self.max_migrations_per_workload)
-        int_range(0, 10000)("policy.max_migrations_cluster", self.max_migrations_cluster)
-        if self.workload_cooldown_seconds < 0:
-            raise ConfigError("policy.workload_cooldown_seconds must be >= 0")
-        int_range(1, 86400)("policy.migration_timeout_seconds", self.migration_timeout_seconds)
+    enabled: bool = setting(True, "Refit smoothing weights and the warning's k from history on a schedule.", boolean())
+    interval_seconds: float = setting(
+        3600.0, "Between refits (the first one too): the fit replays hours of history, so not every tick.", positive()
+    )
+    lookback_hours: float = setting(
+        48.0, "History replayed per refit: two days cover the daily season twice.", positive()
+    )
+    holdout_fraction: float = setting(
+        0.25,
+        "Newest share of the history kept out of the search: new weights are adopted only if they also win there.",
+        in_range(0.0, 1.0, lo_open=True, hi_open=True),
+    )
 
 
 @dataclass(frozen=True)
 class KubernetesSettings:
     """Reading nodes and pods (capacity, owners, checkpoint opt-in) for migration decisions."""
 
-    enabled: bool = False
-    # Empty: in-cluster service-account credentials.
-    kubeconfig: str = ""
+    enabled: bool = setting(
+        False,
+        "Off: capacity comes only from insight agents and no pod-level policy is issued. The manifests turn "
+        "it on; local runs without an API server leave it off.",
+        boolean(),
+    )
+    kubeconfig: str = setting("", "Empty: in-cluster service-account credentials.", None)
 
 
 @dataclass(frozen=True)
 class ApolloSettings(Validated):
     """Everything the `apollo` process reads at start-up."""
 
-    grpc_address: str = "0.0.0.0:50051"
-    http_address: str = "0.0.0.0:8080"
-    log_level: str = "INFO"
-    # How long insight-agent reports (signatures, cluster insights) stay valid without a refresh.
-    report_ttl_seconds: float = 600.0
-    prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
-    forecast: ForecastSettings = field(default_factory=ForecastSettings)
-    tuning: TuningSettings = field(default_factory=TuningSettings)
-    policy: PolicyCaps = field(default_factory=PolicyCaps)
-    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    grpc_address: str = setting("0.0.0.0:50051", "gRPC: the four services and gRPC health.", host_port())
+    http_address: str = setting("0.0.0.0:8080", "HTTP: /metrics, /healthz and /readyz.", host_port())
+    log_level: str = setting("INFO", "Structured JSON log level.", LOG_LEVEL)
+    report_ttl_seconds: float = setting(
+        600.0,
+        "How long insight-agent reports (signatures, cluster insights) stay valid without a refresh, so a pod "
+        "or node that disappeared stops steering decisions.",
+        positive(),
+    )
+    prometheus: PrometheusSettings = setting(PrometheusSettings, "Node metrics.")
+    forecast: ForecastSettings = setting(ForecastSettings, "The forecaster.")
+    tuning: TuningSettings = setting(TuningSettings, "Scheduled refits from Prometheus history.")
+    policy: PolicySettings = setting(
+        PolicySettings, "The orchestration policy: what overload means, caps, cool-downs, scale and provision advice."
+    )
+    scoring: ScoringWeights = setting(ScoringWeights, "Weights of the per-pod score's terms.")
+    kubernetes: KubernetesSettings = setting(KubernetesSettings, "Nodes and pods from the API server.")
 
     def check_relations(self) -> None:
-        for name in ("grpc_address", "http_address"):
-            host_port()(name, getattr(self, name))
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
-        positive()("report_ttl_seconds", self.report_ttl_seconds)
-        self.prometheus.validate()
-        self.forecast.validate()
-        self.tuning.validate()
-        self.policy.validate()
+        steps = self.forecast.horizon_steps
+        if self.policy.consecutive_steps > steps:
+            raise ConfigError(
+                f"policy.consecutive_steps must be at most the forecast horizon ({steps} steps of "
+                f"{self.forecast.step_seconds:g}s), got {self.policy.consecutive_steps}"
+            )
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> ApolloSettings:

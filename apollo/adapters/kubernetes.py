@@ -1,28 +1,21 @@
 """What APOLLO reads from Kubernetes: node capacity and the pods running on each node.
 
-`pods_from` / `nodes_from` are pure functions over API objects as plain dicts (tested with real
-JSON); `KubeReader` is the thin adapter that lists them. Migration decisions need to know which
-pods exist, who owns them, whether they opted into checkpointing and what has already completed.
+`running_pod_from` / `nodes_from` are pure functions over API objects as plain dicts (tested with real
+JSON); `KubeReader` is the thin adapter that lists them (the engine's `ClusterReader`). Migration
+decisions need to know which pods exist, who owns them, whether they opted into checkpointing and what
+has already completed. The checkpoint label, the migration annotation and the owning workload follow
+the rules the whole stack shares (`apollo_api.podmigration`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from apollo.core.domain import NodeCapacity, PodSignature, RunningPod
+from apollo.core.domain import ClusterView, NodeCapacity, PodSignature, RunningPod
+from apollo_api.podmigration import CHECKPOINT_LABEL, MIGRATION_ANNOTATION, workload_of
+from common.kube import api_client
 from common.quantity import parse_quantity
-
-# Set by the orchestrator on pods it is migrating, so the policy never picks them twice.
-MIGRATION_ANNOTATION = "apollo.io/migration"
-
-
-@dataclass(frozen=True)
-class ClusterView:
-    nodes: dict[str, NodeCapacity] = field(default_factory=dict)
-    node_labels: dict[str, dict[str, str]] = field(default_factory=dict)
-    pods: tuple[RunningPod, ...] = ()
 
 
 def _quantity(value: Any) -> float:
@@ -50,22 +43,12 @@ def nodes_from(items: Sequence[Mapping[str, Any]]) -> tuple[dict[str, NodeCapaci
     return capacity, labels
 
 
-def _owner(meta: Mapping[str, Any]) -> tuple[str, str]:
-    for ref in meta.get("ownerReferences") or []:
-        if not ref.get("controller"):
-            continue
-        kind, name = ref.get("kind", ""), ref.get("name", "")
-        template_hash = (meta.get("labels") or {}).get("pod-template-hash")
-        if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
-            return "Deployment", name[: -len(template_hash) - 1]
-        return kind, name
-    return "", ""
+def running_pod_from(pod: Mapping[str, Any], signature: PodSignature | None = None) -> RunningPod | None:
+    """A bound, live pod as the policy sees it; None for unbound, finished or terminating pods.
 
-
-def running_pod_from(
-    pod: Mapping[str, Any], checkpoint_label: str, signature: PodSignature | None = None
-) -> RunningPod | None:
-    """A bound, live pod as the policy sees it; None for unbound, finished or terminating pods."""
+    Checkpointed = carries the checkpoint opt-in label; migrating = carries the orchestrator's migration
+    annotation (so the policy never picks it twice).
+    """
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
@@ -77,7 +60,7 @@ def running_pod_from(
     gpus = sum(_quantity(((c.get("resources") or {}).get("requests") or {}).get("nvidia.com/gpu")) for c in containers)
     statuses = status.get("containerStatuses") or []
     completed = sum(1 for s in statuses if ((s.get("state") or {}).get("terminated") or {}).get("exitCode") == 0)
-    kind, owner = _owner(meta)
+    kind, owner, _ = workload_of(pod)
     labels = dict(meta.get("labels") or {})
     pvcs = tuple(
         v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes") or [] if v.get("persistentVolumeClaim")
@@ -93,7 +76,7 @@ def running_pod_from(
         cpu_usage_cores=signature.cpu_usage_cores if signature else float("nan"),
         memory_usage_bytes=signature.memory_usage_bytes if signature else float("nan"),
         gpus=int(gpus),
-        checkpointed=labels.get(checkpoint_label, "").lower() in ("true", "enabled", "1"),
+        checkpointed=labels.get(CHECKPOINT_LABEL, "").lower() in ("true", "enabled", "1"),
         priority=int(spec.get("priority") or 0),
         restarts=sum(int(s.get("restartCount") or 0) for s in statuses),
         completed_fraction=completed / len(containers) if containers else 0.0,
@@ -107,9 +90,15 @@ def running_pod_from(
 class KubeReader:
     """Lists nodes and pods each tick (two LISTs; at 5,000 nodes an informer would be the next step)."""
 
-    def __init__(self, core_v1: Any, checkpoint_label: str) -> None:
+    def __init__(self, core_v1: Any) -> None:
         self.core = core_v1
-        self.checkpoint_label = checkpoint_label
+
+    @classmethod
+    def connect(cls, kubeconfig: str = "") -> KubeReader:
+        """From a kubeconfig path, else the pod's service account (the shell's one way to a client)."""
+        from kubernetes import client
+
+        return cls(client.CoreV1Api(api_client(kubeconfig)))
 
     def read(self, signature_of: Callable[[str, str], PodSignature | None]) -> ClusterView:
         api = self.core.api_client
@@ -119,9 +108,7 @@ class KubeReader:
         for raw in self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=").items:
             pod = api.sanitize_for_serialization(raw)
             meta = pod.get("metadata") or {}
-            running = running_pod_from(
-                pod, self.checkpoint_label, signature_of(meta.get("namespace", ""), meta.get("name", ""))
-            )
+            running = running_pod_from(pod, signature_of(meta.get("namespace", ""), meta.get("name", "")))
             if running is not None:
                 pods.append(running)
         return ClusterView(capacity, labels, tuple(pods))

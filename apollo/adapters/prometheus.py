@@ -1,8 +1,9 @@
 """Node metrics from Prometheus (the only place APOLLO reads the outside world for load).
 
-The adapter turns PromQL vector / matrix answers into plain `{(node, resource): value}` data and
-numpy arrays; it drops NaN, infinities and negatives (and counts them) so that the pure forecaster
-never sees them, and it raises `SourceError` instead of leaking HTTP exceptions to the engine.
+The adapter is the engine's `MetricSource` (`apollo.runtime.sources`): it turns PromQL vector / matrix
+answers into plain `{(node, resource): value}` data and numpy arrays; it drops NaN, infinities and
+negatives (and counts them) so that the pure forecaster never sees them, and it raises `SourceError`
+instead of leaking HTTP exceptions to the engine.
 Counter resets are absorbed by `rate()` in the default queries, which is why every counter-based
 query is written with `rate`.
 """
@@ -12,20 +13,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from apollo.config import PrometheusSettings
+from apollo.runtime.sources import History, Sample, SourceError
 
 _INSTANCE_PORT = re.compile(r":\d+$")
-
-
-class SourceError(RuntimeError):
-    """Prometheus could not be queried or answered with an error."""
 
 
 class PromClient(Protocol):
@@ -41,26 +38,6 @@ class PromClient(Protocol):
         step: str,
         params: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]: ...
-
-
-@dataclass
-class Sample:
-    """The latest value per (node, resource), with its timestamp and what was dropped on the way."""
-
-    values: dict[tuple[str, str], float] = field(default_factory=dict)
-    timestamps: dict[tuple[str, str], float] = field(default_factory=dict)
-    dropped: int = 0
-    failed_resources: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class History:
-    """Aligned history for tuning: one row per (node, resource) key, NaN where no sample exists."""
-
-    keys: list[tuple[str, str]]
-    times: npt.NDArray[np.float64]
-    values: npt.NDArray[np.float64]
-    dropped: int = 0
 
 
 def clean_value(raw: Any) -> float | None:
@@ -148,8 +125,3 @@ class PrometheusSource:
         keys = sorted(rows)
         values = np.vstack([rows[k] for k in keys]) if keys else np.empty((0, n_steps))
         return History(keys=keys, times=times, values=values, dropped=dropped)
-
-
-def keys_in_order(sample: Sample, order: Sequence[tuple[str, str]]) -> npt.NDArray[np.float64]:
-    """Values for `order`, NaN where the sample lacks a key (a gap, not a zero)."""
-    return np.array([sample.values.get(k, np.nan) for k in order], dtype=np.float64)

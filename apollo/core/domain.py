@@ -1,10 +1,10 @@
-"""Plain values the decision core (scoring in `apollo.core.scoring`, policy in `apollo.core.policy`) uses.
+"""Plain values the decision core reads: nodes, their forecasts and insights, pods, workloads.
 
 Why a separate vocabulary instead of the protobuf messages: the core must stay pure (no I/O, no generated
 code), be testable with three-line fixtures, and outlive wire changes. The adapters translate in both
 directions. Enum-like strings (I/O pattern, storage class, ...) use the seed's wire names verbatim
-(``"IO_PATTERN_READ_HEAVY"``) so the translation is ``Enum.Name(value)`` and nothing can drift; the two
-enums the core itself emits (:class:`Action`, :class:`Priority`) carry the seed's wire numbers.
+(``"IO_PATTERN_READ_HEAVY"``) so the translation is ``Enum.Name(value)`` and nothing can drift. What the
+policy emits (actions, targets, decisions) is in :mod:`apollo.core.decisions`.
 
 Units: utilisation forecasts are fractions of node capacity (0..1, NaN when unknown), CPU in cores,
 memory and storage in bytes, throughput in MB/s, times in seconds.
@@ -12,7 +12,6 @@ memory and storage in bytes, throughput in MB/s, times in seconds.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -20,9 +19,17 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
+from common.settings import in_range, int_range, non_negative, positive
+
 FloatArray = npt.NDArray[np.float64]
 
+# The resources APOLLO forecasts per node (one PromQL query each); the settings and the core share it.
 RESOURCES = ("cpu", "memory", "disk_io", "network", "gpu")
+
+# Scores are 0-100 (SchedulingPolicy.node_preferences); a node APOLLO knows nothing fresh about gets the
+# middle, so that an advisor without data neither attracts nor repels pods.
+MAX_SCORE = 100
+NEUTRAL_SCORE = 50
 
 # I/O patterns whose throughput depends on the device: they want local fast storage.
 IO_HEAVY_PATTERNS = frozenset(
@@ -36,32 +43,6 @@ SCALABLE_KINDS = frozenset({"Deployment", "StatefulSet"})
 UNMOVABLE_KINDS = frozenset({"DaemonSet", "Node"})
 
 
-class Action(enum.IntEnum):
-    """Orchestration actions the core emits; values are the seed's ``OrchestrationAction`` numbers."""
-
-    MIGRATE = 1
-    PROVISION = 2
-    SCALE_UP = 3
-    SCALE_DOWN = 4
-
-    @property
-    def wire_name(self) -> str:
-        return f"ORCHESTRATION_ACTION_{self.name}"
-
-
-class Priority(enum.IntEnum):
-    """Urgency of a decision; values are the seed's ``PolicyPriority`` numbers, so they also order."""
-
-    LOW = 1
-    MEDIUM = 2
-    HIGH = 3
-    CRITICAL = 4
-
-    @property
-    def wire_name(self) -> str:
-        return f"POLICY_PRIORITY_{self.name}"
-
-
 def _as_series(name: str, value: npt.ArrayLike) -> FloatArray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim != 1:
@@ -69,9 +50,8 @@ def _as_series(name: str, value: npt.ArrayLike) -> FloatArray:
     return arr
 
 
-def _non_negative(name: str, value: float) -> None:
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+_non_negative = non_negative()
+_count = int_range(0, 2**31)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +65,7 @@ class NodeCapacity:
     def __post_init__(self) -> None:
         _non_negative("cpu_cores", self.cpu_cores)
         _non_negative("memory_bytes", self.memory_bytes)
-        if self.gpus < 0:
-            raise ValueError(f"gpus must be >= 0, got {self.gpus}")
+        _count("gpus", self.gpus)
 
 
 @dataclass(frozen=True)
@@ -123,8 +102,7 @@ class NodeOutlook:
             object.__setattr__(self, attr, {r: _as_series(f"{attr}[{r}]", v) for r, v in series.items()})
         _non_negative("requested_cpu_cores", self.requested_cpu_cores)
         _non_negative("requested_memory_bytes", self.requested_memory_bytes)
-        if not self.step_seconds > 0:
-            raise ValueError(f"step_seconds must be > 0, got {self.step_seconds}")
+        positive()("step_seconds", self.step_seconds)
 
     @property
     def horizon(self) -> int:
@@ -152,10 +130,12 @@ class StorageDevice:
 class NodeInsight:
     """What a node's insight agent knows beyond metrics (from ``ClusterInsight``).
 
-    Counts are what is free now; an absent insight means "unknown", never "none".
+    Counts are what is free now; an absent insight means "unknown", never "none". ``allocatable`` is the
+    node's capacity as the agent reports it (None when it sent none): Kubernetes' figure wins where known.
     """
 
     node: str
+    allocatable: NodeCapacity | None = None
     gpus_available: int = 0
     gpus_total: int = 0
     csd_available: int = 0
@@ -227,8 +207,8 @@ class PodDemand:
     def __post_init__(self) -> None:
         _non_negative("cpu_cores", self.cpu_cores)
         _non_negative("memory_bytes", self.memory_bytes)
-        if self.gpus < 0 or self.horizon_steps < 0:
-            raise ValueError("gpus and horizon_steps must be >= 0")
+        _count("gpus", self.gpus)
+        _count("horizon_steps", self.horizon_steps)
 
     @property
     def needs_gpu(self) -> bool:
@@ -276,8 +256,7 @@ class RunningPod:
     signature: PodSignature | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.completed_fraction <= 1.0:
-            raise ValueError(f"completed_fraction must be in [0, 1], got {self.completed_fraction}")
+        in_range(0.0, 1.0)("completed_fraction", self.completed_fraction)
 
     @property
     def key(self) -> str:
@@ -358,8 +337,8 @@ class WorkloadOutlook:
     def __post_init__(self) -> None:
         for attr in ("cpu_mean", "cpu_upper", "memory_mean", "memory_upper"):
             object.__setattr__(self, attr, _as_series(attr, getattr(self, attr)))
-        if self.replicas < 0 or self.min_replicas < 0 or self.max_replicas < 0:
-            raise ValueError("replica counts must be >= 0")
+        for attr in ("replicas", "min_replicas", "max_replicas"):
+            _count(attr, getattr(self, attr))
 
     @property
     def key(self) -> str:
@@ -378,85 +357,10 @@ class ScoreResult:
     factors: Mapping[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class MigrationTarget:
-    pod_name: str
-    namespace: str
-    source_node: str
-    target_node: str
-    preserve_pv: bool
-    timeout_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class AutoscalingTarget:
-    workload_name: str
-    namespace: str
-    workload_kind: str
-    current_replicas: int
-    desired_replicas: int
-    scaling_reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProvisioningTarget:
-    """``storage_class`` is the seed's ``StorageClass`` value name (the tier, not a Kubernetes class)."""
-
-    pvc_name: str
-    namespace: str
-    storage_class: str
-    size_bytes: int
-    iops: int
-    throughput_mbps: int
-    access_mode: str = "ReadWriteOnce"
-
-
 @dataclass(frozen=True)
-class PolicyDecision:
-    """One orchestration decision; exactly one target matches ``action`` (the wire's oneof).
+class ClusterView:
+    """What the API server says this tick: allocatable per node, node labels, the pods bound to nodes."""
 
-    ``request_id`` is a digest of the content and the decision epoch, so a repeat (an engine restart, a
-    retried stream) carries the same id and the orchestrator can drop it. ``dry_run`` decisions are
-    advice only: the caller must not execute them.
-    """
-
-    request_id: str
-    action: Action
-    priority: Priority
-    reason: str
-    contributing_factors: tuple[str, ...]
-    created_at: float
-    deadline_seconds: int
-    dry_run: bool = False
-    migration: MigrationTarget | None = None
-    autoscaling: AutoscalingTarget | None = None
-    provisioning: ProvisioningTarget | None = None
-
-    def __post_init__(self) -> None:
-        targets = {
-            Action.MIGRATE: self.migration,
-            Action.SCALE_UP: self.autoscaling,
-            Action.SCALE_DOWN: self.autoscaling,
-            Action.PROVISION: self.provisioning,
-        }
-        present = sum(t is not None for t in (self.migration, self.autoscaling, self.provisioning))
-        if targets[self.action] is None or present != 1:
-            raise ValueError(f"{self.action.name} decision needs exactly its own target")
-
-
-@dataclass(frozen=True, slots=True)
-class Skip:
-    """Why the policy did not act on something it looked at (for logs, metrics and dry-run review)."""
-
-    action: Action
-    subject: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class PolicyOutput:
-    decisions: tuple[PolicyDecision, ...] = ()
-    skipped: tuple[Skip, ...] = ()
-
-    def __add__(self, other: PolicyOutput) -> PolicyOutput:
-        return PolicyOutput(self.decisions + other.decisions, self.skipped + other.skipped)
+    nodes: Mapping[str, NodeCapacity] = field(default_factory=dict)
+    node_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    pods: tuple[RunningPod, ...] = ()

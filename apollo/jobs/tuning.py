@@ -1,38 +1,47 @@
 """Scheduled self-tuning: refit the smoothing parameters per resource kind from Prometheus history.
 
-The pure search lives in `apollo.core.forecasting.tuning` (pinball loss at the decision quantile on held-out data,
-new parameters adopted only when they beat the current ones); this adapter fetches the history
-with query_range, runs the search per resource kind and swaps parameters into the live bank
-under the engine's lock, keeping every series' learnt state.
+The pure searches live in the core (`apollo.core.forecasting.tuning`: pinball loss at the decision
+quantile on held-out data, new parameters adopted only when they beat the current ones;
+`apollo.core.forecasting.threshold_tuning`: the warning's k against realised overloads). This job, a
+`common.loops.BackgroundLoop` that first runs one interval after start, fetches the history through the
+engine's metric source, runs the searches and swaps the results into the live engine under its lock,
+keeping every series' learnt state.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from apollo.adapters.prometheus import SourceError
 from apollo.core.forecasting.arrays import FloatArray
 from apollo.core.forecasting.bank import SeriesBank
 from apollo.core.forecasting.threshold_tuning import ThresholdResult, tune_overload_steps
 from apollo.core.forecasting.tuning import TuningResult, tune
 from apollo.runtime.engine import Engine
+from apollo.runtime.sources import SourceError
+from common.loops import BackgroundLoop
 
 log = logging.getLogger("apollo.tuning")
 
 
-@dataclass
-class TuningJob:
-    engine: Engine
-    last: dict[str, TuningResult] = field(default_factory=dict)
-    last_error: str = ""
-    threshold: ThresholdResult | None = None
+class TuningJob(BackgroundLoop):
+    """Every `tuning.interval_seconds` (the first time one interval after start): refit from history."""
 
-    def run_once(self, now: float) -> dict[str, TuningResult]:
+    def __init__(self, engine: Engine) -> None:
+        interval = engine.settings.tuning.interval_seconds
+        super().__init__("apollo-tuning", interval, first_delay=interval)
+        self.engine = engine
+        self.last: dict[str, TuningResult] = {}
+        self.last_error = ""
+        self.threshold: ThresholdResult | None = None
+
+    def run_once(self) -> None:
+        # A failure is logged by the shell and the old parameters stay; the next round tries again.
+        self.refit(self.engine.clock())
+
+    def refit(self, now: float) -> dict[str, TuningResult]:
         """One refit of every resource kind; returns the results (adopted or not) by resource."""
         s = self.engine.settings
         end = dt.datetime.fromtimestamp(now, dt.UTC)
@@ -92,7 +101,7 @@ class TuningJob:
             result = tune_overload_steps(
                 bank,
                 values[usable],
-                e.settings.forecast.overload_threshold,
+                e.settings.policy.overload_threshold,
                 e.overload_steps,
                 level=e.quantiles[-1],
                 warmup=e.bank_config.error_window,
@@ -106,11 +115,3 @@ class TuningJob:
         log.info(
             "threshold tuning", extra={"adopted": result.adopted, "reason": result.reason, "events": result.events}
         )
-
-    def run_forever(self, stop: threading.Event) -> None:
-        interval = self.engine.settings.tuning.interval_seconds
-        while not stop.wait(interval):
-            try:
-                self.run_once(self.engine.clock())
-            except Exception:  # a bug in tuning must not end the service; the old parameters stay
-                log.exception("tuning failed")

@@ -4,6 +4,9 @@ A policy stays pending until an ExecutionResult acknowledges its request_id or i
 passes. A subscriber that (re)connects first receives the pending policies that match its filters,
 then new ones; acknowledged policies are never sent again, so an orchestrator that restarts does
 not execute twice what it already reported, and one that crashed before reporting gets it again.
+
+The broker holds the core's decisions; the gRPC adapter turns each into a message as it sends it.
+Action filters are the wire's action numbers, which the core's `Action` values are by design.
 """
 
 from __future__ import annotations
@@ -15,13 +18,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from apollo_api.v1 import apollo_pb2 as pb
+from apollo.core.decisions import PolicyDecision
 
 
 @dataclass(frozen=True)
 class _Entry:
-    policy: pb.OrchestrationPolicy
-    namespace: str
+    decision: PolicyDecision
     expires_at: float
 
 
@@ -30,23 +32,23 @@ class Subscription:
     subscriber_id: str
     actions: frozenset[int]
     namespaces: frozenset[str]
-    queue: queue.Queue[pb.OrchestrationPolicy] = field(default_factory=lambda: queue.Queue(maxsize=10_000))
+    queue: queue.Queue[PolicyDecision] = field(default_factory=lambda: queue.Queue(maxsize=10_000))
     dropped: int = 0
 
-    def wants(self, entry: _Entry) -> bool:
-        return (not self.actions or entry.policy.action in self.actions) and (
-            not self.namespaces or entry.namespace in self.namespaces
+    def wants(self, decision: PolicyDecision) -> bool:
+        return (not self.actions or int(decision.action) in self.actions) and (
+            not self.namespaces or decision.namespace in self.namespaces
         )
 
-    def offer(self, policy: pb.OrchestrationPolicy) -> None:
+    def offer(self, decision: PolicyDecision) -> None:
         try:
-            self.queue.put_nowait(policy)
+            self.queue.put_nowait(decision)
         except queue.Full:
             # A subscriber that does not drain is not allowed to grow memory; it gets the policy
             # again from the pending set when it reconnects.
             self.dropped += 1
 
-    def stream(self, active: Callable[[], bool], poll: float = 0.5) -> Iterator[pb.OrchestrationPolicy]:
+    def stream(self, active: Callable[[], bool], poll: float = 0.5) -> Iterator[PolicyDecision]:
         while active():
             try:
                 yield self.queue.get(timeout=poll)
@@ -69,23 +71,22 @@ class PolicyBroker:
         while len(self._acked) > 4 * self._max:
             self._acked.popitem(last=False)
 
-    def publish(self, policy: pb.OrchestrationPolicy, namespace: str) -> bool:
-        """Queue a policy for every matching subscriber; a repeat of a known request_id is ignored."""
+    def publish(self, decision: PolicyDecision) -> bool:
+        """Queue a decision for every matching subscriber; a repeat of a known request_id is ignored."""
         now = self._clock()
-        deadline = policy.deadline.seconds + policy.deadline.nanos / 1e9 if policy.HasField("deadline") else now + 600
         with self._lock:
             self._expire(now)
-            rid = policy.request_id
+            rid = decision.request_id
             if rid in self._pending or rid in self._acked:
                 return False
-            entry = _Entry(policy, namespace, deadline)
+            entry = _Entry(decision, decision.expires_at)
             self._pending[rid] = entry
             while len(self._pending) > self._max:
                 self._pending.popitem(last=False)
             subscribers = list(self._subs.values())
         for sub in subscribers:
-            if sub.wants(entry):
-                sub.offer(policy)
+            if sub.wants(decision):
+                sub.offer(decision)
         return True
 
     def ack(self, request_id: str) -> bool:
@@ -99,8 +100,8 @@ class PolicyBroker:
         with self._lock:
             self._expire(self._clock())
             for entry in self._pending.values():
-                if sub.wants(entry):
-                    sub.offer(entry.policy)
+                if sub.wants(entry.decision):
+                    sub.offer(entry.decision)
             self._subs[id(sub)] = sub
         return sub
 

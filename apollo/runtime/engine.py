@@ -19,18 +19,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from apollo.adapters.grpc.wire import insight_from_wire, policy_namespace, policy_to_wire, signature_from_wire
-from apollo.adapters.kubernetes import ClusterView, KubeReader
-from apollo.adapters.prometheus import PrometheusSource, SourceError
 from apollo.config import ApolloSettings
-from apollo.core.domain import NodeCapacity, NodeInsight, PodSignature, PolicyOutput
-from apollo.core.forecasting.bank import BankConfig, ForecastParams, ForecastResult, SeriesBank
+from apollo.core.decisions import PolicyOutput
+from apollo.core.domain import ClusterView, NodeCapacity, NodeInsight, PodSignature
+from apollo.core.forecasting.bank import BankConfig, ForecastResult, SeriesBank
+from apollo.core.forecasting.params import ForecastParams
 from apollo.core.outlooks import node_outlooks, workload_outlooks
-from apollo.core.policy.engine import PolicyEngine, PolicySettings
-from apollo.core.scoring.nodes import NodeScores, score_nodes
-from apollo.core.scoring.pods import NodeTable
+from apollo.core.policy import PolicyEngine
+from apollo.core.scoring.snapshot import NodeScores, snapshot_scores
+from apollo.core.scoring.table import NodeTable
 from apollo.runtime.broker import PolicyBroker
 from apollo.runtime.reports import ReportStore
+from apollo.runtime.sources import ClusterReader, MetricSource, SourceError
 
 log = logging.getLogger("apollo.engine")
 
@@ -65,30 +65,16 @@ class TickStats:
     decisions: PolicyOutput = field(default_factory=PolicyOutput)
 
 
-def policy_settings(settings: ApolloSettings) -> PolicySettings:
-    """The pure policy's settings from the service configuration (one source for shared thresholds)."""
-    f, p = settings.forecast, settings.policy
-    return PolicySettings(
-        overload_threshold=f.overload_threshold,
-        consecutive_steps=min(f.overload_consecutive_steps, f.horizon_steps),
-        confirm_ticks=p.confirm_ticks,
-        max_migrations_per_node=p.max_migrations_per_node,
-        max_migrations_per_workload=p.max_migrations_per_workload,
-        max_migrations_cluster=p.max_migrations_cluster,
-        workload_cooldown_seconds=p.workload_cooldown_seconds,
-        migration_timeout_seconds=p.migration_timeout_seconds,
-        dry_run=p.dry_run,
-    )
-
-
 class Engine:
+    """The tick's owner: the series bank, the policy and the view every reader shares."""
+
     def __init__(
         self,
         settings: ApolloSettings,
-        source: PrometheusSource,
+        source: MetricSource,
         reports: ReportStore,
         clock: Callable[[], float] = time.time,
-        kube: KubeReader | None = None,
+        kube: ClusterReader | None = None,
         broker: PolicyBroker | None = None,
     ) -> None:
         self.settings = settings
@@ -104,15 +90,16 @@ class Engine:
         self.bank_config = BankConfig(
             season_length=season, season_buckets=max(2, min(BankConfig().season_buckets, season))
         )
-        self._params = ForecastParams(alpha=f.alpha, beta=f.beta, phi=f.phi, gamma=min(f.gamma, 1 - f.alpha))
+        self._params: ForecastParams = f.smoothing
         self.bank = self._new_bank(int(clock() // f.step_seconds))
         # Samples seen; below `warmup_samples` the intervals rest on priors, so the view stays stale
         # (neutral scores, no migrations) instead of calling every node overloaded at start-up.
         self.samples_seen = 0
         self.warmup_samples = f.warmup_samples
-        self.policy = PolicyEngine(policy_settings(settings))
-        # The warning's k: configured, then tuned against realised overloads (apollo.core.forecasting.threshold_tuning).
-        self.overload_steps = min(f.overload_consecutive_steps, f.horizon_steps)
+        self.policy = PolicyEngine(settings.policy, settings.scoring)
+        # The warning's k: configured, then tuned against realised overloads (tuning job); the policy's
+        # settings follow it (set_overload_steps), so snapshot flags and migrations agree.
+        self.overload_steps = settings.policy.consecutive_steps
         # Tuned parameters per resource kind; series that appear later start with them too.
         self.resource_params: dict[str, ForecastParams] = {}
         self.resources = tuple(settings.prometheus.queries)
@@ -162,25 +149,18 @@ class Engine:
         return seen
 
     def signature(self, namespace: str, name: str) -> PodSignature | None:
-        sig = self.reports.signature(namespace, name)
-        return signature_from_wire(sig) if sig is not None else None
+        return self.reports.signature(namespace, name)
 
-    def _capacity(
-        self, nodes: list[str], cluster: ClusterView, insights: dict[str, NodeInsight]
-    ) -> dict[str, NodeCapacity]:
+    @staticmethod
+    def _capacity(nodes: list[str], cluster: ClusterView, insights: dict[str, NodeInsight]) -> dict[str, NodeCapacity]:
         """Kubernetes' allocatable wins; an insight agent's report fills in where it is unknown."""
         out = dict(cluster.nodes)
         for node in nodes:
             if node in out and out[node].cpu_cores > 0:
                 continue
-            insight = self.reports.insight(node)
-            if insight is not None and insight.HasField("node_resources"):
-                r = insight.node_resources
-                out[node] = NodeCapacity(
-                    max(0.0, r.cpu_allocatable_cores),
-                    float(max(0, r.memory_allocatable_bytes)),
-                    max(0, r.gpu_allocatable),
-                )
+            insight = insights.get(node)
+            if insight is not None and insight.allocatable is not None:
+                out[node] = insight.allocatable
         return out
 
     def run_tick(self) -> EngineView:
@@ -204,7 +184,7 @@ class Engine:
                 cluster = self.kube.read(self.signature)
             except Exception as exc:  # the API server being away must not stop forecasting
                 log.warning("kubernetes read failed; deciding without pods", extra={"error": str(exc)[:300]})
-        insights = {k[0]: insight_from_wire(m) for k, m in self.reports.insights.live().items()}
+        insights = self.reports.live_insights()
         keys = sorted(sample.values)
         with self.lock:
             added = self.bank.ensure(keys).added
@@ -240,13 +220,13 @@ class Engine:
         )  # fmt: skip
         table = NodeTable.build(outlooks, insights)
         # The snapshot reads the same per-node matrices the per-pod scoring uses (built once per tick).
-        scores = score_nodes(
+        scores = snapshot_scores(
             list(table.nodes),
             np.clip(table.cpu_upper, 0, None),
             np.clip(table.memory_upper, 0, None),
             table.cpu_capacity,
             table.memory_capacity,
-            f.overload_threshold,
+            self.settings.policy.overload_threshold,
             min(self.overload_steps, table.horizon),
         )
         decisions = PolicyOutput()
@@ -305,7 +285,7 @@ class Engine:
                     extra={"action": decision.action.name, "reason": decision.reason, "id": decision.request_id},
                 )
                 continue
-            if self.broker.publish(policy_to_wire(decision), policy_namespace(decision)):
+            if self.broker.publish(decision):
                 log.info(
                     "policy published",
                     extra={"action": decision.action.name, "reason": decision.reason, "id": decision.request_id},

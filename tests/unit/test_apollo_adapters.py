@@ -1,17 +1,21 @@
-"""Pure adapters of APOLLO: wire conversions, the Kubernetes reader's mapping, outlooks, the policy broker."""
+"""Pure adapters of APOLLO: wire conversions, the Kubernetes reader's mapping, outlooks, the broker, reports."""
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 
-from apollo.adapters.grpc.wire import insight_from_wire, policy_to_wire, signature_from_wire, timestamp
-from apollo.adapters.kubernetes import MIGRATION_ANNOTATION, nodes_from, running_pod_from
-from apollo.core.domain import Action, MigrationTarget, NodeCapacity, PolicyDecision, Priority, RunningPod
+from apollo.adapters.grpc.wire import action_to_wire, insight_from_wire, policy_to_wire, signature_from_wire
+from apollo.adapters.kubernetes import nodes_from, running_pod_from
+from apollo.core.decisions import Action, MigrationTarget, PolicyDecision, Priority
+from apollo.core.domain import NodeCapacity, PodSignature, RunningPod
 from apollo.core.outlooks import node_outlooks, workload_outlooks
 from apollo.runtime.broker import PolicyBroker
+from apollo.runtime.reports import ReportStore
+from apollo_api.podmigration import CHECKPOINT_LABEL, MIGRATION_ANNOTATION
 from apollo_api.v1 import apollo_pb2 as pb
 
 GiB = 2**30
@@ -22,7 +26,7 @@ def _pod(**over: object) -> dict[str, object]:
         "metadata": {
             "name": "train-abc12-xyz",
             "namespace": "ml",
-            "labels": {"pod-template-hash": "abc12", "apollo.io/checkpoint": "true"},
+            "labels": {"pod-template-hash": "abc12", CHECKPOINT_LABEL: "true"},
             "ownerReferences": [{"kind": "ReplicaSet", "name": "train-abc12", "controller": True}],
         },
         "spec": {
@@ -47,7 +51,7 @@ def _pod(**over: object) -> dict[str, object]:
 
 
 def test_running_pod_mapping() -> None:
-    pod = running_pod_from(_pod(), "apollo.io/checkpoint")
+    pod = running_pod_from(_pod())
     assert pod is not None
     assert (pod.owner_kind, pod.owner_name) == ("Deployment", "train")
     assert pod.cpu_request_cores == 2.5 and pod.memory_request_bytes == 5 * GiB and pod.gpus == 1
@@ -55,11 +59,14 @@ def test_running_pod_mapping() -> None:
     assert pod.pvc_names == ("train-ckpt",) and not pod.is_migrating
     migrating = _pod()
     migrating["metadata"]["annotations"] = {MIGRATION_ANNOTATION: "m-1"}  # type: ignore[index]
-    assert running_pod_from(migrating, "apollo.io/checkpoint").is_migrating  # type: ignore[union-attr]
-    assert running_pod_from(_pod(status={"phase": "Succeeded"}), "x") is None
+    assert running_pod_from(migrating).is_migrating  # type: ignore[union-attr]
+    assert running_pod_from(_pod(status={"phase": "Succeeded"})) is None
     unbound = _pod()
     unbound["spec"] = {"containers": []}
-    assert running_pod_from(unbound, "x") is None
+    assert running_pod_from(unbound) is None
+    unlabelled = _pod()
+    unlabelled["metadata"]["labels"] = {"pod-template-hash": "abc12"}  # type: ignore[index]
+    assert not running_pod_from(unlabelled).checkpointed  # type: ignore[union-attr]
 
 
 def test_nodes_mapping_ignores_bad_quantities() -> None:
@@ -99,7 +106,20 @@ def test_signature_and_insight_conversion() -> None:
         )
     )
     assert (insight.gpus_available, insight.gpus_total, insight.csd_available) == (1, 2, 1)
-    assert insight.has_fast_storage
+    assert insight.has_fast_storage and insight.allocatable is None  # no node_resources: capacity unknown
+    sized = insight_from_wire(
+        pb.ClusterInsight(
+            node_name="n",
+            node_resources=pb.NodeResources(cpu_allocatable_cores=8, memory_allocatable_bytes=-1, gpu_allocatable=2),
+        )
+    )
+    assert sized.allocatable == NodeCapacity(8.0, 0.0, 2)
+
+
+def test_core_actions_carry_the_wire_numbers() -> None:
+    """The broker filters subscriptions by comparing the core's Action values with the wire's numbers."""
+    for action in Action:
+        assert int(action) == action_to_wire(action) == pb.OrchestrationAction.Value(action.wire_name)
 
 
 def _decision(rid: str = "r1", namespace: str = "ml", deadline: int = 300) -> PolicyDecision:
@@ -125,12 +145,12 @@ def test_policy_to_wire_fills_the_oneof() -> None:
 
 def test_broker_replays_unacked_and_never_acked() -> None:
     broker = PolicyBroker()
-    assert broker.publish(policy_to_wire(_decision("a")), "ml")
-    assert not broker.publish(policy_to_wire(_decision("a")), "ml")  # repeat ignored
-    broker.publish(policy_to_wire(_decision("b", namespace="other")), "other")
+    assert broker.publish(_decision("a"))
+    assert not broker.publish(_decision("a"))  # repeat ignored
+    broker.publish(_decision("b", namespace="other"))
     sub = broker.subscribe("orch", frozenset(), frozenset({"ml"}))
     assert [sub.queue.get_nowait().request_id] == ["a"] and sub.queue.empty()
-    broker.publish(policy_to_wire(_decision("c")), "ml")
+    broker.publish(_decision("c"))
     assert sub.queue.get_nowait().request_id == "c"
     broker.unsubscribe(sub)
     assert broker.ack("a")
@@ -138,16 +158,29 @@ def test_broker_replays_unacked_and_never_acked() -> None:
     assert [again.queue.get_nowait().request_id] == ["c"]  # "a" was acknowledged: never again
     scale_only = broker.subscribe("s", frozenset({pb.ORCHESTRATION_ACTION_SCALE_UP}), frozenset())
     assert scale_only.queue.empty()
+    migrations = broker.subscribe("m", frozenset({pb.ORCHESTRATION_ACTION_MIGRATE}), frozenset())
+    assert {migrations.queue.get_nowait().request_id for _ in range(2)} == {"b", "c"}
 
 
 def test_broker_expires_policies_past_their_deadline() -> None:
     now = [1000.0]
     broker = PolicyBroker(clock=lambda: now[0])
-    msg = policy_to_wire(_decision("old"))
-    msg.deadline.CopyFrom(timestamp(1010.0))
-    broker.publish(msg, "ml")
+    broker.publish(replace(_decision("old"), created_at=1000.0, deadline_seconds=10))
+    now[0] = 1009.0
+    assert not broker.subscribe("x", frozenset(), frozenset()).queue.empty()
     now[0] = 1011.0
     assert broker.subscribe("x", frozenset(), frozenset()).queue.empty()
+
+
+def test_report_store_keeps_domain_values_until_their_ttl() -> None:
+    now = [0.0]
+    store = ReportStore(60.0, clock=lambda: now[0])
+    store.put_signature("ns", "p", PodSignature(io_pattern="IO_PATTERN_READ_HEAVY"))
+    store.put_insight(insight_from_wire(pb.ClusterInsight(node_name="n1")))
+    assert store.signature("ns", "p") == PodSignature(io_pattern="IO_PATTERN_READ_HEAVY")
+    assert set(store.live_insights()) == {"n1"} and store.insight("n1") is not None
+    now[0] = 61.0
+    assert store.signature("ns", "p") is None and store.live_insights() == {}
 
 
 def test_outlooks_and_workload_apportioning() -> None:

@@ -11,10 +11,9 @@ from typing import Any
 import grpc
 import pytest
 
-from apollo.adapters.kubernetes import ClusterView
 from apollo.adapters.prometheus import PrometheusSource
-from apollo.config import ApolloSettings, ForecastSettings, PolicyCaps, PrometheusSettings
-from apollo.core.domain import NodeCapacity, RunningPod
+from apollo.config import ApolloSettings, ForecastSettings, PolicySettings, PrometheusSettings
+from apollo.core.domain import ClusterView, NodeCapacity, RunningPod
 from apollo.server import Apollo, serve
 from apollo_api.v1 import apollo_pb2 as pb
 from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
@@ -46,10 +45,8 @@ def apollo() -> Iterator[tuple[Apollo, ScriptedProm, grpc.Channel]]:
         prometheus=PrometheusSettings(
             url="http://127.0.0.1:1", queries={"cpu": "q:cpu", "memory": "q:memory"}, stale_after_seconds=0.5
         ),
-        forecast=ForecastSettings(
-            step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3, warmup_samples=3
-        ),
-        policy=PolicyCaps(confirm_ticks=2),
+        forecast=ForecastSettings(step_seconds=1.0, horizon_minutes=1, season_minutes=0, warmup_samples=3),
+        policy=PolicySettings(consecutive_steps=3, confirm_ticks=2),
     ).validate()
     prom = ScriptedProm()
     running = serve(settings, PrometheusSource(settings.prometheus, prom), start_ticks=False)
@@ -178,16 +175,40 @@ def test_stream_rejects_bad_message_without_ending(apollo: tuple[Apollo, Scripte
     assert "pod_name" in reply.status
 
 
-def test_http_health_and_metrics(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
+def _get(port: int, path: str) -> tuple[int, dict[str, Any] | bytes]:
     import json
+    import urllib.error
     import urllib.request
 
-    running, _, _ = apollo
-    with urllib.request.urlopen(f"http://127.0.0.1:{running.http_port}/readyz", timeout=5) as r:
-        body = json.loads(r.read())
-    assert body["stale"] is True and body["stale_reason"] == "no sample yet"
-    with urllib.request.urlopen(f"http://127.0.0.1:{running.http_port}/metrics", timeout=5) as r:
-        assert b"apollo_tick_seconds" in r.read()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    return status, json.loads(raw) if raw.startswith(b"{") else raw
+
+
+def test_http_probes_metrics_and_errors(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
+    running, _, channel = apollo
+    port = running.http_port
+    # Before the tick loop's first round: alive, not ready, and the body already says why.
+    assert _get(port, "/healthz") == (200, {"status": "ok", "service": "apollo"})
+    status, body = _get(port, "/readyz")
+    assert status == 503 and isinstance(body, dict)
+    assert body["stale"] is True and body["stale_reason"] == "no sample yet" and "first tick" in body["reason"]
+    # One round (here with no data yet): gRPC health turns SERVING and /readyz 200, stale or not.
+    running.ticks.run_once()
+    status, body = _get(port, "/readyz")
+    assert status == 200 and isinstance(body, dict)
+    assert body["stale"] is True and body["mode"] == "predictive" and body["generation"] == 0
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="apollo.ForecastService"))
+    assert check.status == health_pb2.HealthCheckResponse.SERVING
+    status, text = _get(port, "/metrics")
+    assert status == 200 and isinstance(text, bytes) and b"apollo_tick_seconds_count 1.0" in text
+    status, body = _get(port, "/nope")
+    assert status == 404 and isinstance(body, dict) and body["kind"] == "Status" and body["code"] == 404
 
 
 class FakeKube:
@@ -207,7 +228,7 @@ def _hot_cluster(running: Apollo, prom: ScriptedProm) -> None:
         RunningPod("ml", "web", "hot", "Deployment", "web", cpu_request_cores=1.0),
     )
     cap = {n: NodeCapacity(16.0, 64 * 2**30) for n in ("idle", "hot")}
-    running.engine.kube = FakeKube(ClusterView(cap, {}, pods))  # type: ignore[assignment]
+    running.engine.kube = FakeKube(ClusterView(cap, {}, pods))
 
 
 def test_migration_policy_stream_ack_and_reconnect(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:
@@ -265,6 +286,17 @@ def test_on_demand_migration_advice(apollo: tuple[Apollo, ScriptedProm, grpc.Cha
     with pytest.raises(grpc.RpcError) as err:
         stub.GetOrchestrationPolicy(pb.OrchestrationPolicyRequest(pod_name="ghost", pod_namespace="ml"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetOrchestrationPolicy(
+            pb.OrchestrationPolicyRequest(
+                pod_name="web", pod_namespace="ml", requested_action=pb.ORCHESTRATION_ACTION_SCALE_UP
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED and "requested_action" in (err.value.details() or "")
+    # A server-streaming call refuses a bad subscription the same way (the one error mapping).
+    with pytest.raises(grpc.RpcError) as err:
+        next(iter(stub.SubscribePolicies(pb.PolicySubscription(namespace_filters=["ml"]))))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "subscriber_id" in (err.value.details() or "")
 
 
 def test_forecast_service(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> None:

@@ -7,15 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from apollo.core.decisions import Action, MigrationTarget, PolicyDecision, PolicyOutput, Priority
 from apollo.core.domain import (
-    Action,
-    MigrationTarget,
     NodeCapacity,
     NodeInsight,
     NodeOutlook,
-    PolicyDecision,
-    PolicyOutput,
-    Priority,
     RunningPod,
     StorageDevice,
     WorkloadOutlook,
@@ -23,11 +19,15 @@ from apollo.core.domain import (
 from apollo.core.domain import (
     PodSignature as Sig,
 )
-from apollo.core.policy.engine import PolicyEngine, PolicySettings, pvc_name_for, request_id
+from apollo.core.policy import PolicyContext, PolicyEngine, PolicyInput, PolicySettings, pvc_name_for, request_id
+from apollo.core.policy.migrate import MigratePlanner
+from apollo.core.scoring.table import NodeTable
 
 GiB = 2**30
 H = 10
 STEP = 30.0
+# The scenarios below are drawn around this overload line (the service default is 0.85).
+THRESHOLD = 0.9
 # Four steps in a row over 0.9, starting at step 2: "overload coming" with k = 3.
 SUSTAINED = [0.5, 0.95, 0.95, 0.95, 0.95, 0.6, 0.5, 0.5, 0.5, 0.5]
 LONE_SPIKE = [0.5, 0.97, 0.5, 0.97, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
@@ -55,7 +55,26 @@ def pod(name: str, on: str = "hot", cpu: float = 1.0, owner: str = "", **kw: obj
 
 
 def engine(**kw: object) -> PolicyEngine:
-    return PolicyEngine(PolicySettings(**kw))  # type: ignore[arg-type]
+    return PolicyEngine(PolicySettings(**{"overload_threshold": THRESHOLD, **kw}))  # type: ignore[arg-type]
+
+
+def plan_migrations(eng: PolicyEngine, now: float, nodes: list[NodeOutlook], pods: list[RunningPod]) -> PolicyOutput:
+    """A tick with no workloads and pods without signatures: only the migrate planner has work."""
+    return eng.evaluate(now, nodes, pods)
+
+
+def plan_scaling(eng: PolicyEngine, now: float, workloads: list[WorkloadOutlook]) -> PolicyOutput:
+    return eng.evaluate(now, [], workloads=workloads)
+
+
+def plan_provisioning(
+    eng: PolicyEngine, now: float, pods: list[RunningPod], insights: dict[str, NodeInsight]
+) -> PolicyOutput:
+    return eng.evaluate(now, [], pods, insights)
+
+
+def confirmed(eng: PolicyEngine) -> set[str]:
+    return eng.planner(MigratePlanner).confirmed
 
 
 def cluster(*extra: NodeOutlook) -> list[NodeOutlook]:
@@ -64,9 +83,9 @@ def cluster(*extra: NodeOutlook) -> list[NodeOutlook]:
 
 def confirm(eng: PolicyEngine, nodes: list[NodeOutlook], pods: list[RunningPod], start: float = 0.0) -> PolicyOutput:
     """Two ticks (confirm_ticks = 2 by default); returns the second tick's output."""
-    first = eng.plan_migrations(start, nodes, pods)
+    first = plan_migrations(eng, start, nodes, pods)
     assert not first.decisions
-    return eng.plan_migrations(start + STEP, nodes, pods)
+    return plan_migrations(eng, start + STEP, nodes, pods)
 
 
 def migrated(out: PolicyOutput) -> list[str]:
@@ -84,8 +103,8 @@ def test_lone_spikes_never_trigger_a_migration() -> None:
     eng = engine()
     nodes = [node("hot", LONE_SPIKE), node("cool")]
     for tick in range(5):
-        assert not eng.plan_migrations(tick * STEP, nodes, [pod("a")]).decisions
-    assert not eng.state.confirmed
+        assert not plan_migrations(eng, tick * STEP, nodes, [pod("a")]).decisions
+    assert not confirmed(eng)
 
 
 def test_k_consecutive_steps_on_confirm_ticks_trigger_a_migration() -> None:
@@ -105,26 +124,26 @@ def test_confirmation_needs_consecutive_ticks() -> None:
     eng = engine()
     band = node("hot", 0.88)  # under the threshold: breaks the streak
     pods = [pod("a")]
-    assert not eng.plan_migrations(0, cluster(), pods).decisions
-    assert not eng.plan_migrations(30, [band, node("cool")], pods).decisions
-    assert not eng.plan_migrations(60, cluster(), pods).decisions
-    assert eng.plan_migrations(90, cluster(), pods).decisions
+    assert not plan_migrations(eng, 0, cluster(), pods).decisions
+    assert not plan_migrations(eng, 30, [band, node("cool")], pods).decisions
+    assert not plan_migrations(eng, 60, cluster(), pods).decisions
+    assert plan_migrations(eng, 90, cluster(), pods).decisions
     # Re-evaluating the same tick does not count as another confirmation.
     fresh = engine()
-    fresh.plan_migrations(0, cluster(), pods)
-    assert not fresh.plan_migrations(0, cluster(), pods).decisions
+    plan_migrations(fresh, 0, cluster(), pods)
+    assert not plan_migrations(fresh, 0, cluster(), pods).decisions
 
 
 def test_hysteresis_clears_only_below_threshold_minus_margin() -> None:
     eng = engine(max_migrations_cluster=0)  # watch the state without acting
     confirm(eng, cluster(), [])
-    assert eng.state.confirmed == {"hot"}
-    eng.plan_migrations(60, [node("hot", 0.88), node("cool")], [])
-    assert eng.state.confirmed == {"hot"}, "0.88 is above 0.9 - 0.05: still confirmed"
-    eng.plan_migrations(90, [node("hot", 0.84), node("cool")], [])
-    assert not eng.state.confirmed
-    eng.plan_migrations(120, cluster(), [])
-    assert not eng.state.confirmed, "a fresh warning needs confirm_ticks again"
+    assert confirmed(eng) == {"hot"}
+    plan_migrations(eng, 60, [node("hot", 0.88), node("cool")], [])
+    assert confirmed(eng) == {"hot"}, "0.88 is above 0.9 - 0.05: still confirmed"
+    plan_migrations(eng, 90, [node("hot", 0.84), node("cool")], [])
+    assert not confirmed(eng)
+    plan_migrations(eng, 120, cluster(), [])
+    assert not confirmed(eng), "a fresh warning needs confirm_ticks again"
 
 
 def test_a_confirmed_node_in_the_band_is_relieved_down_to_the_clear_level() -> None:
@@ -133,7 +152,7 @@ def test_a_confirmed_node_in_the_band_is_relieved_down_to_the_clear_level() -> N
     assert migrated(out) == ["a"]
     assert eng.record_result(out.decisions[0].request_id, True, 61.0)
     # Peak 0.88 needs 0.24 cores to reach 0.85: the 0.3-core pod suffices.
-    later = eng.plan_migrations(90, [node("hot", 0.88), node("cool")], [pod("b", cpu=0.3, owner="two")])
+    later = plan_migrations(eng, 90, [node("hot", 0.88), node("cool")], [pod("b", cpu=0.3, owner="two")])
     assert migrated(later) == ["b"]
 
 
@@ -141,7 +160,7 @@ def test_stale_forecasts_never_migrate() -> None:
     eng = engine()
     nodes = [node("hot", SUSTAINED, stale=True), node("cool", stale=True)]
     for tick in range(3):
-        out = eng.plan_migrations(tick * STEP, nodes, [pod("a")])
+        out = plan_migrations(eng, tick * STEP, nodes, [pod("a")])
         assert not out.decisions
     assert "stale" in reasons(out, "*")
 
@@ -201,6 +220,52 @@ def test_moves_in_flight_count_as_load_on_their_target() -> None:
     assert targets == {"a": "roomy", "b": "ok"}  # roomy cannot take both: 0.55 + 2 * 0.25 > 0.9
 
 
+def test_on_demand_advice_uses_the_planners_target_rules_and_settings() -> None:
+    """GetOrchestrationPolicy's advice: never a node confirmed overloading, preserve_pv and epoch from settings."""
+    eng = engine(max_migrations_cluster=0, preserve_pv=False, decision_epoch_seconds=3600.0)
+    confirm(eng, [node("hot", SUSTAINED), node("twin", SUSTAINED), node("cool", 0.4)], [])
+    assert confirmed(eng) == {"hot", "twin"}  # the cap keeps the planner itself from acting
+    small = pod("web", on="hot", cpu=0.1)
+    # twin now sits in the hysteresis band: still confirmed, yet a small pod would fit under the line.
+    band = NodeTable.build([node("hot", SUSTAINED), node("twin", 0.88)])
+    fresh = engine().advise_migration(small, band, 100.0)
+    assert isinstance(fresh, PolicyDecision) and fresh.migration is not None
+    assert fresh.migration.target_node == "twin" and fresh.migration.preserve_pv
+    refused = eng.advise_migration(small, band, 100.0)
+    assert not isinstance(refused, PolicyDecision) and "no feasible target" in refused.reason
+    advice = eng.advise_migration(
+        small, NodeTable.build([node("hot", SUSTAINED), node("twin", 0.88), node("cool", 0.4)]), 100.0
+    )
+    assert isinstance(advice, PolicyDecision) and advice.migration is not None
+    assert (advice.migration.source_node, advice.migration.target_node) == ("hot", "cool")
+    assert not advice.migration.preserve_pv and advice.migration.timeout_seconds == 300
+    assert advice.request_id == request_id(Action.MIGRATE, "ns/web|hot|cool", 3599.0, 3600.0)  # one epoch
+    assert not eng.ledger.inflight  # advice is not counted against the caps
+
+
+def test_a_new_planner_is_one_class_the_facade_iterates() -> None:
+    """The Planner protocol: the facade runs it each tick and routes answers to its actions."""
+
+    class Quiet:
+        actions = frozenset({Action.PROVISION})
+
+        def __init__(self, ctx: PolicyContext) -> None:
+            self.ctx, self.ticks, self.answers = ctx, [], []  # type: ignore[var-annotated]
+
+        def plan(self, tick: PolicyInput) -> PolicyOutput:
+            self.ticks.append(tick.now)
+            return PolicyOutput()
+
+        def finish(self, entry: object, success: bool, now: float) -> None:
+            self.answers.append((entry, success))
+
+    eng = PolicyEngine(PolicySettings(), planners=(MigratePlanner, Quiet))
+    eng.evaluate(0.0, cluster())
+    eng.evaluate(30.0, cluster())
+    assert eng.planner(Quiet).ticks == [0.0, 30.0]
+    assert not eng.record_result("unknown", True, 31.0)
+
+
 # ---- caps, cooldowns, feedback ------------------------------------------------------------------------
 
 
@@ -208,11 +273,11 @@ def test_per_node_cap_and_relief_in_flight() -> None:
     eng = engine()
     pods = [pod("a", owner="one"), pod("b", owner="two")]
     assert migrated(confirm(eng, cluster(), pods)) == ["a"]
-    again = eng.plan_migrations(60, cluster(), pods)
+    again = plan_migrations(eng, 60, cluster(), pods)
     assert not again.decisions and "node at its cap" in reasons(again, "hot")
     roomier = engine(max_migrations_per_node=2)
     confirm(roomier, cluster(), pods)
-    out = roomier.plan_migrations(60, cluster(), pods)
+    out = plan_migrations(roomier, 60, cluster(), pods)
     assert not out.decisions and "relief already under way" in reasons(out, "hot")
 
 
@@ -234,8 +299,8 @@ def test_cluster_cap_and_rate_limit() -> None:
     out = confirm(eng, nodes, pods)
     assert len(out.decisions) == 1 and "rate limit" in reasons(out, "hot1")
     eng.record_result(out.decisions[0].request_id, True, 60)
-    assert not eng.plan_migrations(90, nodes, pods).decisions
-    assert eng.plan_migrations(631, nodes, pods).decisions  # the first issue left the window
+    assert not plan_migrations(eng, 90, nodes, pods).decisions
+    assert plan_migrations(eng, 631, nodes, pods).decisions  # the first issue left the window
 
 
 def test_workload_cooldown_after_success_and_shorter_after_failure() -> None:
@@ -243,14 +308,14 @@ def test_workload_cooldown_after_success_and_shorter_after_failure() -> None:
     out = confirm(eng, cluster(), [pod("train-a", owner="train")])
     eng.record_result(out.decisions[0].request_id, True, 100.0)
     replacement = [pod("train-b", owner="train")]
-    blocked = eng.plan_migrations(130, cluster(), replacement)
+    blocked = plan_migrations(eng, 130, cluster(), replacement)
     assert not blocked.decisions and "cooling down" in reasons(blocked, "ns/train-b")
-    assert not eng.plan_migrations(699, cluster(), replacement).decisions
-    retry = eng.plan_migrations(701, cluster(), replacement)
+    assert not plan_migrations(eng, 699, cluster(), replacement).decisions
+    retry = plan_migrations(eng, 701, cluster(), replacement)
     assert migrated(retry) == ["train-b"]
     eng.record_result(retry.decisions[0].request_id, False, 710.0)
-    assert not eng.plan_migrations(1009, cluster(), replacement).decisions
-    assert eng.plan_migrations(1011, cluster(), replacement).decisions  # failure cooldown is 300 s
+    assert not plan_migrations(eng, 1009, cluster(), replacement).decisions
+    assert plan_migrations(eng, 1011, cluster(), replacement).decisions  # failure cooldown is 300 s
 
 
 def test_dry_run_decisions_are_marked_and_still_capped() -> None:
@@ -258,7 +323,7 @@ def test_dry_run_decisions_are_marked_and_still_capped() -> None:
     pods = [pod("a", owner="one"), pod("b", owner="two")]
     out = confirm(eng, cluster(), pods)
     assert out.decisions and all(d.dry_run for d in out.decisions)
-    assert not eng.plan_migrations(60, cluster(), pods).decisions
+    assert not plan_migrations(eng, 60, cluster(), pods).decisions
 
 
 def test_record_result_frees_the_slot_and_rejects_unknown_ids() -> None:
@@ -268,18 +333,18 @@ def test_record_result_frees_the_slot_and_rejects_unknown_ids() -> None:
     assert eng.record_result(rid, True, 61.0)
     assert not eng.record_result(rid, True, 62.0)
     assert not eng.record_result("migrate-unknown", False, 62.0)
-    assert migrated(eng.plan_migrations(90, cluster(), [pods[1]])) == ["b"]
+    assert migrated(plan_migrations(eng, 90, cluster(), [pods[1]])) == ["b"]
 
 
 def test_unanswered_decision_expires_as_failed() -> None:
     eng = engine()
     d = confirm(eng, cluster(), [pod("a", owner="one")]).decisions[0]
     assert d.deadline_seconds == 300
-    still = eng.plan_migrations(30 + 300 + 119, cluster(), [])
-    assert d.request_id in eng.state.inflight and not reasons(still, "ns/a")
-    out = eng.plan_migrations(30 + 300 + 120, cluster(), [])
-    assert not eng.state.inflight and "counted as failed" in reasons(out, "ns/a")
-    assert eng.state.cooling("migrate:ns/Deployment/one", 450.0) == pytest.approx(300.0)
+    still = plan_migrations(eng, 30 + 300 + 119, cluster(), [])
+    assert d.request_id in eng.ledger.inflight and not reasons(still, "ns/a")
+    out = plan_migrations(eng, 30 + 300 + 120, cluster(), [])
+    assert not eng.ledger.inflight and "counted as failed" in reasons(out, "ns/a")
+    assert eng.ledger.cooling("migrate:ns/Deployment/one", 450.0) == pytest.approx(300.0)
 
 
 def test_request_ids_are_deterministic_per_content_and_epoch() -> None:
@@ -317,36 +382,36 @@ def scaled(out: PolicyOutput) -> list[tuple[Action, int, int]]:
 
 
 def test_scale_up_follows_mean_over_target_and_upper_over_limit() -> None:
-    out = engine().plan_scaling(0, [workload(2, cpu_mean=1.8, cpu_upper=2.2)])
+    out = plan_scaling(engine(), 0, [workload(2, cpu_mean=1.8, cpu_upper=2.2)])
     assert scaled(out) == [(Action.SCALE_UP, 2, 3)]  # 2 * max(0.9 / 0.7, 1.1 / 1.0) = 2.57
     assert out.decisions[0].priority == Priority.HIGH  # upper beyond requests
 
 
 def test_scale_up_is_bounded_by_step_and_max_replicas() -> None:
     surge = workload(2, cpu_mean=14.0, cpu_upper=16.0)
-    assert scaled(engine().plan_scaling(0, [surge])) == [(Action.SCALE_UP, 2, 6)]  # +4 per decision
+    assert scaled(plan_scaling(engine(), 0, [surge])) == [(Action.SCALE_UP, 2, 6)]  # +4 per decision
     capped = workload(2, cpu_mean=14.0, cpu_upper=16.0, max_replicas=5)
-    assert scaled(engine().plan_scaling(0, [capped])) == [(Action.SCALE_UP, 2, 5)]
-    at_max = engine().plan_scaling(0, [workload(5, cpu_mean=14.0, cpu_upper=16.0, max_replicas=5)])
+    assert scaled(plan_scaling(engine(), 0, [capped])) == [(Action.SCALE_UP, 2, 5)]
+    at_max = plan_scaling(engine(), 0, [workload(5, cpu_mean=14.0, cpu_upper=16.0, max_replicas=5)])
     assert not at_max.decisions and "replica bound" in reasons(at_max, "ns/Deployment/web")
 
 
 def test_scale_down_waits_for_confirmation_and_steps_by_one() -> None:
     eng = engine()
     idle = [workload(6, cpu_mean=1.2, cpu_upper=1.8)]
-    assert not eng.plan_scaling(0, idle).decisions
-    waiting = eng.plan_scaling(30, idle)
+    assert not plan_scaling(eng, 0, idle).decisions
+    waiting = plan_scaling(eng, 30, idle)
     assert "waits 1 more tick" in reasons(waiting, "ns/Deployment/web")
-    out = eng.plan_scaling(60, idle)
+    out = plan_scaling(eng, 60, idle)
     assert scaled(out) == [(Action.SCALE_DOWN, 6, 5)] and out.decisions[0].priority == Priority.LOW
-    floor = engine(scale_down_confirm_ticks=1).plan_scaling(0, [workload(2, 0.1, 0.1, min_replicas=2)])
+    floor = plan_scaling(engine(scale_down_confirm_ticks=1), 0, [workload(2, 0.1, 0.1, min_replicas=2)])
     assert not floor.decisions
 
 
 def test_no_scale_advice_within_tolerance_or_for_foreign_owners() -> None:
     eng = engine(scale_down_confirm_ticks=1)
-    assert eng.plan_scaling(0, [workload(4, cpu_mean=2.8, cpu_upper=3.0)]) == PolicyOutput()
-    out = eng.plan_scaling(0, [workload(2, 1.8, 2.2, has_autoscaler=True), workload(2, 1.8, 2.2, kind="Job")])
+    assert plan_scaling(eng, 0, [workload(4, cpu_mean=2.8, cpu_upper=3.0)]) == PolicyOutput()
+    out = plan_scaling(eng, 0, [workload(2, 1.8, 2.2, has_autoscaler=True), workload(2, 1.8, 2.2, kind="Job")])
     assert not out.decisions
     assert "autoscaler" in reasons(out, "ns/Deployment/web") and "not scalable" in reasons(out, "ns/Job/web")
 
@@ -354,11 +419,11 @@ def test_no_scale_advice_within_tolerance_or_for_foreign_owners() -> None:
 def test_scale_advice_is_not_repeated_while_in_flight_or_cooling_down() -> None:
     eng = engine()
     hot = [workload(2, cpu_mean=1.8, cpu_upper=2.2)]
-    rid = eng.plan_scaling(0, hot).decisions[0].request_id
-    assert "in flight" in reasons(eng.plan_scaling(30, hot), "ns/Deployment/web")
+    rid = plan_scaling(eng, 0, hot).decisions[0].request_id
+    assert "in flight" in reasons(plan_scaling(eng, 30, hot), "ns/Deployment/web")
     eng.record_result(rid, True, 40)
-    assert "cooling down" in reasons(eng.plan_scaling(60, hot), "ns/Deployment/web")
-    assert eng.plan_scaling(221, hot).decisions  # scale-up cooldown 180 s
+    assert "cooling down" in reasons(plan_scaling(eng, 60, hot), "ns/Deployment/web")
+    assert plan_scaling(eng, 221, hot).decisions  # scale-up cooldown 180 s
 
 
 # ---- provisioning ---------------------------------------------------------------------------------
@@ -377,25 +442,25 @@ INSIGHTS = {
 
 def test_provision_advice_for_io_heavy_pod_without_fast_storage_is_deduplicated() -> None:
     eng = engine()
-    out = eng.plan_provisioning(0, [loader("loader-0"), loader("loader-1")], INSIGHTS)
+    out = plan_provisioning(eng, 0, [loader("loader-0"), loader("loader-1")], INSIGHTS)
     assert len(out.decisions) == 1
     target = out.decisions[0].provisioning
     assert target is not None
     assert (target.pvc_name, target.namespace, target.storage_class) == ("loader-ckpt", "ns", "STORAGE_CLASS_FAST")
     assert (target.size_bytes, target.iops, target.throughput_mbps) == (10 * GiB, 3000, 125)
     assert "already requested" in reasons(out, "ns/loader-1")
-    assert not eng.plan_provisioning(30, [loader("loader-0")], INSIGHTS).decisions
+    assert not plan_provisioning(eng, 30, [loader("loader-0")], INSIGHTS).decisions
     eng.record_result(out.decisions[0].request_id, True, 40)
-    after = eng.plan_provisioning(60, [loader("loader-0")], INSIGHTS)
+    after = plan_provisioning(eng, 60, [loader("loader-0")], INSIGHTS)
     assert not after.decisions and "already exists" in reasons(after, "ns/loader-0")
 
 
 def test_failed_provisioning_cools_down_then_retries() -> None:
     eng = engine()
-    rid = eng.plan_provisioning(0, [loader("loader-0")], INSIGHTS).decisions[0].request_id
+    rid = plan_provisioning(eng, 0, [loader("loader-0")], INSIGHTS).decisions[0].request_id
     eng.record_result(rid, False, 10)
-    assert "cooling down" in reasons(eng.plan_provisioning(20, [loader("loader-0")], INSIGHTS), "ns/loader-0")
-    assert eng.plan_provisioning(911, [loader("loader-0")], INSIGHTS).decisions
+    assert "cooling down" in reasons(plan_provisioning(eng, 20, [loader("loader-0")], INSIGHTS), "ns/loader-0")
+    assert plan_provisioning(eng, 911, [loader("loader-0")], INSIGHTS).decisions
 
 
 def test_provision_uses_the_recommendation_and_skips_what_needs_none() -> None:
@@ -403,7 +468,7 @@ def test_provision_uses_the_recommendation_and_skips_what_needs_none() -> None:
         "etl", on="nvme", storage_class="STORAGE_CLASS_CSD", storage_pvc_name="etl-scratch",
         storage_size_bytes=50 * GiB, storage_iops=20000, storage_throughput_mbps=900,
     )  # fmt: skip
-    out = engine().plan_provisioning(0, [wants_csd], INSIGHTS)
+    out = plan_provisioning(engine(), 0, [wants_csd], INSIGHTS)
     assert out.decisions[0].provisioning is not None
     assert out.decisions[0].provisioning.pvc_name == "etl-scratch"
     assert out.decisions[0].provisioning.storage_class == "STORAGE_CLASS_CSD"
@@ -415,7 +480,7 @@ def test_provision_uses_the_recommendation_and_skips_what_needs_none() -> None:
         RunningPod("ns", "mounted", "hdd", "Deployment", "loader", 1.0, GiB, pvc_names=("loader-ckpt",),
                    signature=Sig(io_pattern="IO_PATTERN_WRITE_HEAVY")),
     ]  # fmt: skip
-    assert not engine().plan_provisioning(0, quiet, INSIGHTS).decisions
+    assert not plan_provisioning(engine(), 0, quiet, INSIGHTS).decisions
 
 
 def test_pvc_name_is_dns_safe() -> None:
@@ -441,7 +506,7 @@ def test_pvc_name_is_dns_safe() -> None:
         ("workload_cooldown_seconds", math.nan),
         ("dry_run", "yes"),
         ("preserve_pv", 1),
-        ("pvc_suffix", "_CKPT"),
+        ("migration_timeout_seconds", 5),
         ("scale_target_utilization", 1.2),
     ],
 )
@@ -456,4 +521,4 @@ def test_evaluate_runs_every_policy_once() -> None:
     eng.evaluate(0, cluster(), pods, INSIGHTS, workloads=[workload(2, 1.8, 2.2)])
     out = eng.evaluate(30, cluster(), pods, INSIGHTS)
     assert {d.action for d in out.decisions} == {Action.MIGRATE}
-    assert {e.action for e in eng.state.inflight.values()} == {Action.MIGRATE, Action.SCALE_UP, Action.PROVISION}
+    assert {e.action for e in eng.ledger.inflight.values()} == {Action.MIGRATE, Action.SCALE_UP, Action.PROVISION}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from apollo.core.domain import (
+    NEUTRAL_SCORE,
     NodeCapacity,
     NodeInsight,
     NodeOutlook,
@@ -19,14 +21,14 @@ from apollo.core.domain import (
     ScoreResult,
     StorageDevice,
 )
-from apollo.core.scoring.pods import (
-    NEUTRAL_SCORE,
-    NodeTable,
-    ScoringWeights,
-    score_nodes,
-    score_pod,
-    to_extender_score,
-)
+from apollo.core.scoring import pods as scoring
+from apollo.core.scoring.table import NodeTable
+from apollo.core.scoring.weights import ScoringWeights
+
+# The scenarios are drawn around this overload line (the service's default is 0.85).
+THRESHOLD = 0.9
+score_nodes = partial(scoring.score_nodes, threshold=THRESHOLD)
+score_pod = partial(scoring.score_pod, threshold=THRESHOLD)
 
 GiB = 2**30
 H = 12
@@ -169,12 +171,9 @@ def test_stale_data_score_neutral_and_filter_nothing() -> None:
     assert all("stale" in r.reason for r in results)
 
 
-@pytest.mark.parametrize(
-    ("score", "expected"),
-    [(0, 0), (4, 0), (5, 1), (50, 5), (94, 9), (95, 10), (100, 10), (-3, 0), (130, 10), (math.nan, 5)],
-)
-def test_to_extender_score(score: float, expected: int) -> None:
-    assert to_extender_score(score) == expected
+def test_threshold_is_checked() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        scoring.score_pod(pod(), NodeTable.build([outlook("n")]), threshold=1.5)
 
 
 def test_empty_cluster_and_unknown_capacity_are_harmless() -> None:

@@ -12,6 +12,7 @@ import extender.main
     ("main", "variable", "value", "field"),
     [
         (apollo.main.main, "APOLLO_GRPC_ADDRESS", "no-port", "grpc_address"),
+        (apollo.main.main, "APOLLO_POLICY__OVERLOAD_THRESHOLD", "2", "policy.overload_threshold"),
         (extender.main.main, "EXTENDER_SERVER__WORKERS", "0", "server.workers"),
         (extender.main.main, "EXTENDER_POLICY_MODE", "sometimes", "policy_mode"),
     ],

@@ -9,6 +9,7 @@ import numpy as np
 
 from apollo.adapters.prometheus import PrometheusSource
 from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings, TuningSettings
+from apollo.core.forecasting.params import ForecastParams
 from apollo.jobs.tuning import TuningJob
 from apollo.runtime.engine import Engine
 from apollo.runtime.reports import ReportStore
@@ -45,7 +46,9 @@ class HistoryProm:
 def _engine(prom: HistoryProm) -> Engine:
     settings = ApolloSettings(
         prometheus=PrometheusSettings(url="http://127.0.0.1:1", queries={"cpu": "cpu"}),
-        forecast=ForecastSettings(step_seconds=60.0, horizon_minutes=5, season_minutes=0, alpha=0.02, beta=0.01),
+        forecast=ForecastSettings(
+            step_seconds=60.0, horizon_minutes=5, season_minutes=0, smoothing=ForecastParams(alpha=0.02, beta=0.01)
+        ),
         tuning=TuningSettings(lookback_hours=10.0),
     ).validate()
     return Engine(settings, PrometheusSource(settings.prometheus, prom), ReportStore(60))
@@ -55,7 +58,7 @@ def test_tuning_adopts_better_parameters_into_the_bank() -> None:
     engine = _engine(HistoryProm(8))
     engine.run_tick()
     job = TuningJob(engine)
-    results = job.run_once(engine.clock())
+    results = job.refit(engine.clock())
     result = results["cpu"]
     assert result.adopted, result.reason
     assert result.best_score < result.current_score
@@ -70,7 +73,7 @@ def test_tuning_adopts_better_parameters_into_the_bank() -> None:
 def test_tuning_keeps_parameters_when_history_is_unavailable() -> None:
     engine = _engine(HistoryProm(4, fail=True))
     job = TuningJob(engine)
-    assert job.run_once(engine.clock()) == {}
+    assert job.refit(engine.clock()) == {}
     assert "refused" in job.last_error and engine.resource_params == {}
 
 

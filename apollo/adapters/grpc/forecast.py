@@ -1,4 +1,8 @@
-"""ForecastService: the forecast behind every decision, per node and for the cluster."""
+"""ForecastService: the forecast behind every decision, per node and for the cluster.
+
+The bank keeps fixed quantile levels; a request's confidence is answered with the configured central
+interval closest to it, and `confidence_level` says which one was served.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ import uuid
 import grpc
 import numpy as np
 
-from apollo.adapters.grpc.scheduling import require_valid
+from apollo.adapters.grpc.validation import require_valid
 from apollo.adapters.grpc.wire import timestamp
 from apollo.runtime.engine import Engine, EngineView
 from apollo_api.v1 import apollo_pb2 as pb
 from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
+from common.errors import NotFound
+from common.grpc_status import domain_errors
 
 MODEL_TYPE = "ets-damped-holt-winters (vectorised, empirical intervals)"
 _FIELDS = {"cpu": "cpu_usage", "memory": "memory_usage", "disk_io": "io_usage", "network": "network_usage"}
@@ -84,21 +90,22 @@ class ForecastServicer(pb_grpc.ForecastServiceServicer):
         f = self.engine.settings.forecast
         return horizon or f.horizon_minutes, confidence or (2 * f.decision_quantile - 1)
 
+    @domain_errors
     def GetResourcePrediction(
         self, request: pb.PredictionRequest, context: grpc.ServicerContext
     ) -> pb.ResourcePrediction:
-        require_valid(request, context)
+        require_valid(request)
         horizon, confidence = self._defaults(request.horizon_minutes, request.confidence_level)
         pred = node_prediction(self.engine, self.engine.view, request.node_name, horizon, confidence)
         if pred is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no forecast for node {request.node_name!r}")
-        assert pred is not None
+            raise NotFound(f"no forecast for node {request.node_name!r}", field="node_name")
         return pred
 
+    @domain_errors
     def GetClusterPrediction(
         self, request: pb.ClusterPredictionRequest, context: grpc.ServicerContext
     ) -> pb.ClusterPrediction:
-        require_valid(request, context)
+        require_valid(request)
         horizon, confidence = self._defaults(request.horizon_minutes, request.confidence_level)
         view = self.engine.view
         nodes = list(request.node_filters) or list(view.index)

@@ -6,8 +6,9 @@ forecast for every series it touches, so everything that enters the engine is ch
 functions never raise on bad input and never touch gRPC: they return a list of :class:`FieldError` (empty
 means valid) and leave the policy to the caller. The intended use in a servicer:
 
-* identity errors (missing ``pod_name``, ``node_name``, ``subscriber_id``, ...) -> reject the call with
-  ``INVALID_ARGUMENT`` and :func:`format_errors` as the details;
+* identity errors (missing ``pod_name``, ``node_name``, ``subscriber_id``, ...) -> reject the call:
+  :func:`require_valid` raises ``common.errors.InvalidArgument`` naming the field, which the servicers
+  turn into ``INVALID_ARGUMENT`` through the one mapping (``common.grpc_status``);
 * metric errors only (paths under ``current_metrics.``) -> accept, pass the metrics through
   :func:`sanitize_metrics` and count what it dropped, because one bad gauge should not discard a report.
 
@@ -43,12 +44,15 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from apollo_api.v1 import apollo_pb2
+from common.errors import InvalidArgument
 
 __all__ = [
     "MAX_HORIZON_MINUTES",
     "PERCENT_SLACK",
     "FieldError",
     "format_errors",
+    "invalid",
+    "require_valid",
     "sanitize_metrics",
     "validate_cluster_insight",
     "validate_cluster_prediction_request",
@@ -85,6 +89,18 @@ class FieldError:
 def format_errors(errors: Iterable[FieldError]) -> str:
     """Join errors into one line, e.g. for a gRPC ``INVALID_ARGUMENT`` status message."""
     return "; ".join(str(error) for error in errors)
+
+
+def invalid(errors: Sequence[FieldError]) -> InvalidArgument:
+    """The domain error for a rejected message: every bad field in the message, the first one named."""
+    return InvalidArgument(format_errors(errors), field=errors[0].path if errors else "")
+
+
+def require_valid(message: Message) -> None:
+    """Raise :class:`~common.errors.InvalidArgument` naming every bad field; return when the message is valid."""
+    errors = validate_message(message)
+    if errors:
+        raise invalid(errors)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,23 @@
 """Wire <-> core: protobuf messages to the decision core's plain values and back. Pure functions.
 
-Kept apart from the servicers so the mapping (units, enum names, defaults) is tested on its own
-and read in one place.
+Kept apart from the servicers so the mapping (units, enum names, defaults) is tested on its own and
+read in one place: reports become domain values once, when they arrive; decisions and the score
+snapshot become messages once, when they leave.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from apollo.core.domain import Action, NodeInsight, PodSignature, PolicyDecision, StorageDevice
+from apollo.core.decisions import Action, PolicyDecision
+from apollo.core.domain import NEUTRAL_SCORE, NodeCapacity, NodeInsight, PodSignature, StorageDevice
+from apollo.core.scoring.snapshot import NodeScores
+from apollo.runtime.engine import EngineView
 from apollo_api.v1 import apollo_pb2 as pb
 
 _ACTION_WIRE = {
@@ -67,10 +73,19 @@ def signature_from_wire(sig: pb.WorkloadSignature) -> PodSignature:
 
 
 def insight_from_wire(insight: pb.ClusterInsight) -> NodeInsight:
+    """Free devices and, when the agent sent node_resources, its allocatable capacity (negatives floored)."""
     r = insight.node_resources
     gpus_free = sum(1 for g in insight.gpu_devices if g.is_available) if insight.gpu_devices else r.gpu_available
+    allocatable = (
+        NodeCapacity(
+            max(0.0, r.cpu_allocatable_cores), float(max(0, r.memory_allocatable_bytes)), max(0, r.gpu_allocatable)
+        )
+        if insight.HasField("node_resources")
+        else None
+    )
     return NodeInsight(
         node=insight.node_name,
+        allocatable=allocatable,
         gpus_available=max(0, gpus_free),
         gpus_total=max(len(insight.gpu_devices), r.gpu_allocatable, 0),
         csd_available=sum(1 for c in insight.csd_devices if c.is_available),
@@ -145,11 +160,79 @@ def policy_to_wire(decision: PolicyDecision) -> pb.OrchestrationPolicy:
     return msg
 
 
-def policy_namespace(decision: PolicyDecision) -> str:
-    if decision.migration is not None:
-        return decision.migration.namespace
-    if decision.autoscaling is not None:
-        return decision.autoscaling.namespace
-    if decision.provisioning is not None:
-        return decision.provisioning.namespace
-    return ""
+def _int64(value: float) -> int:
+    """Clamp to the wire's int64: a runaway forecast must degrade a number, not fail the RPC."""
+    return int(max(-(2**63), min(2**63 - 1, value)))
+
+
+def snapshot_message(
+    view: EngineView, request: pb.NodeScoreSnapshotRequest, horizon_minutes: int
+) -> pb.NodeScoreSnapshot:
+    """The compact per-node snapshot; neutral (and flagged stale) when the engine has no fresh data."""
+    mode = pb.FORECAST_MODE_REACTIVE if view.reactive else pb.FORECAST_MODE_PREDICTIVE
+    reply = pb.NodeScoreSnapshot(
+        generation=view.generation,
+        created_at=timestamp(view.created_at),
+        stale=view.stale,
+        stale_reason=view.stale_reason,
+        horizon_minutes=horizon_minutes,
+        mode=mode,
+    )
+    if request.known_generation and request.known_generation == view.generation:
+        reply.not_modified = True
+        return reply
+    s = view.scores
+    if s is None:
+        return reply
+    if request.columnar:
+        _fill_columns(reply.columns, s, view.stale, request.node_names)
+        return reply
+    wanted = set(request.node_names)
+    for i, node in enumerate(s.nodes):
+        if wanted and node not in wanted:
+            continue
+        entry = reply.nodes.add(
+            node_name=node,
+            score=NEUTRAL_SCORE if view.stale else int(s.score[i]),
+            reason="stale: " + view.stale_reason if view.stale else s.reasons[i],
+            predicted_overload=bool(s.overload[i]) and not view.stale,
+        )
+        if math.isfinite(s.cpu_peak[i]):
+            entry.predicted_cpu_upper_percent = float(s.cpu_peak[i] * 100)
+        if math.isfinite(s.memory_peak[i]):
+            entry.predicted_memory_upper_percent = float(s.memory_peak[i] * 100)
+        if math.isfinite(s.cpu_headroom_cores[i]):
+            entry.cpu_headroom_cores = float(s.cpu_headroom_cores[i])
+            entry.cpu_allocatable_cores = float(s.cpu_allocatable[i])
+        if math.isfinite(s.memory_headroom_bytes[i]):
+            entry.memory_headroom_bytes = _int64(s.memory_headroom_bytes[i])
+            entry.memory_allocatable_bytes = _int64(s.memory_allocatable[i])
+    return reply
+
+
+def _fill_columns(columns: pb.NodeScoreColumns, s: NodeScores, stale: bool, only: Sequence[str]) -> None:
+    """The columnar answer: whole arrays at once, NaN for unknowns, neutral and unflagged when stale."""
+    rows = np.arange(len(s.nodes))
+    if only:
+        position = {name: i for i, name in enumerate(s.nodes)}
+        rows = np.array(sorted({position[n] for n in only if n in position}), dtype=np.int64)
+    names = [s.nodes[i] for i in rows.tolist()]
+    columns.node_names.extend(names)
+    if stale:
+        columns.score.extend([NEUTRAL_SCORE] * len(rows))
+        columns.predicted_overload.extend([False] * len(rows))
+    else:
+        columns.score.extend(s.score[rows].astype(np.int64).tolist())
+        overload = s.overload[rows]
+        columns.predicted_overload.extend(overload.tolist())
+        for i in np.flatnonzero(overload).tolist():
+            columns.overload_reasons[names[i]] = s.reasons[int(rows[i])]
+    cpu_known = np.isfinite(s.cpu_headroom_cores[rows])
+    memory_known = np.isfinite(s.memory_headroom_bytes[rows])
+    columns.cpu_headroom_cores.extend(s.cpu_headroom_cores[rows].tolist())
+    columns.memory_headroom_bytes.extend(s.memory_headroom_bytes[rows].tolist())
+    # Allocatable is only meaningful with a headroom (as in the per-node form, where 0 = unknown).
+    columns.cpu_allocatable_cores.extend(np.where(cpu_known, s.cpu_allocatable[rows], np.nan).tolist())
+    columns.memory_allocatable_bytes.extend(np.where(memory_known, s.memory_allocatable[rows], np.nan).tolist())
+    columns.predicted_cpu_upper_percent.extend((s.cpu_peak[rows] * 100).tolist())
+    columns.predicted_memory_upper_percent.extend((s.memory_peak[rows] * 100).tolist())

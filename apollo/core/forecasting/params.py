@@ -27,49 +27,51 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from common.settings import ConfigError, check_fields, in_range, int_range, setting
 
-def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    below = value <= low if low_open else value < low
-    if below or value > high:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
-
-
-def _check_int(name: str, value: int, low: int, high: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        upper = "" if high is None else f" and <= {high}"
-        raise ValueError(f"{name} must be >= {low}{upper}, got {value}")
+_MANY = 10**9  # no practical upper bound for a count
 
 
 @dataclass(frozen=True, slots=True)
 class ForecastParams:
-    """Smoothing weights of damped additive Holt-Winters.
+    """Smoothing weights of damped additive Holt-Winters: the service's initial weights (``forecast.smoothing``)
+    and what :mod:`apollo.core.forecasting.tuning` searches over, per resource kind.
 
-    Attributes:
-        alpha: level weight in (0, 1]. High follows the data closely; low smooths noise.
-        beta: trend weight relative to alpha, in [0, 1]. 0 disables trend learning.
-        phi: trend damping in (0, 1]. Below 1 the trend flattens over the horizon, which is what keeps
-            a 30-minute forecast from extrapolating a five-minute ramp into an overload.
-        gamma: seasonal weight in [0, 1 - alpha]. Only used for series where the periodicity test found a
-            season; the bound is the usual Holt-Winters admissibility condition.
+    Defaults chosen on seeded synthetic traces with seeds the benchmark does not use; the tuning job
+    replaces them per resource kind once history shows better ones.
     """
 
-    alpha: float = 0.3
-    beta: float = 0.02
-    phi: float = 0.9
-    gamma: float = 0.05
+    alpha: float = setting(
+        0.3,
+        "Level weight in (0, 1]. High follows the data closely, low smooths noise; 0.3 follows a new load level "
+        "within a few samples without chasing single spikes (which the anomaly test keeps out anyway).",
+        in_range(0.0, 1.0, lo_open=True),
+    )
+    beta: float = setting(
+        0.02,
+        "Trend weight relative to alpha, in [0, 1]; 0 disables trend learning. Small: a trend must persist "
+        "over many samples before it moves the forecast, or every burst would extrapolate into an overload.",
+        in_range(0.0, 1.0),
+    )
+    phi: float = setting(
+        0.9,
+        "Trend damping in (0, 1]. Below 1 the trend flattens over the horizon, which keeps a 30-minute "
+        "forecast from extrapolating a five-minute ramp into an overload.",
+        in_range(0.0, 1.0, lo_open=True),
+    )
+    gamma: float = setting(
+        0.05,
+        "Seasonal weight in [0, 1 - alpha], used only for series whose periodicity test found a season. "
+        "Small, because each seasonal slot learns from one sample per season (one a day).",
+        in_range(0.0, 1.0),
+    )
 
     def __post_init__(self) -> None:
-        _check_range("alpha", self.alpha, 0.0, 1.0, low_open=True)
-        _check_range("beta", self.beta, 0.0, 1.0)
-        _check_range("phi", self.phi, 0.0, 1.0, low_open=True)
-        _check_range("gamma", self.gamma, 0.0, 1.0)
+        check_fields(self)
+
+    def check_relations(self) -> None:
         if self.gamma > 1.0 - self.alpha + 1e-12:
-            raise ValueError(
+            raise ConfigError(
                 f"gamma must be <= 1 - alpha (= {1.0 - self.alpha:.4g}) for a stable seasonal update, "
                 f"got gamma={self.gamma}"
             )
@@ -138,33 +140,29 @@ class BankConfig:
     accuracy_window: int = 288
 
     def __post_init__(self) -> None:
-        _check_int("season_length", self.season_length, 1)
-        _check_int("season_buckets", self.season_buckets, 2)
-        _check_int("season_history", self.season_history, 2)
-        _check_int("min_seasons", self.min_seasons, 2, self.season_history)
-        _check_range("seasonality_on", self.seasonality_on, 0.0, 1.0, low_open=True)
-        _check_range("seasonality_off", self.seasonality_off, -1.0, self.seasonality_on)
-        _check_int("season_test_every", self.season_test_every, 1)
-        _check_int("error_window", self.error_window, 4)
-        _check_int("min_errors", self.min_errors, 2, self.error_window)
-        _check_int("refresh_every", self.refresh_every, 1)
-        _check_range("short_history_widening", self.short_history_widening, 0.0, 1e6)
-        _check_range("anomaly_z", self.anomaly_z, 1.0, 1e6)
-        _check_int("shift_run", self.shift_run, 1)
-        _check_range("scale_floor", self.scale_floor, 0.0, math.inf, low_open=True)
-        _check_range("prior_relative_scale", self.prior_relative_scale, 0.0, 1e6)
-        _check_int("accuracy_window", self.accuracy_window, 1)
+        for name, low in (("season_length", 1), ("season_buckets", 2), ("season_history", 2), ("shift_run", 1),
+                          ("season_test_every", 1), ("error_window", 4), ("refresh_every", 1),
+                          ("accuracy_window", 1)):  # fmt: skip
+            int_range(low, _MANY)(name, getattr(self, name))
+        int_range(2, self.season_history)("min_seasons", self.min_seasons)
+        int_range(2, self.error_window)("min_errors", self.min_errors)
+        in_range(0.0, 1.0, lo_open=True)("seasonality_on", self.seasonality_on)
+        in_range(-1.0, self.seasonality_on)("seasonality_off", self.seasonality_off)
+        in_range(0.0, 1e6)("short_history_widening", self.short_history_widening)
+        in_range(1.0, 1e6)("anomaly_z", self.anomaly_z)
+        in_range(0.0, math.inf, lo_open=True, hi_open=True)("scale_floor", self.scale_floor)
+        in_range(0.0, 1e6)("prior_relative_scale", self.prior_relative_scale)
 
 
 def validate_quantiles(quantiles: tuple[float, ...]) -> tuple[float, ...]:
     """Check quantile levels: at least two, strictly increasing, strictly inside (0, 1)."""
     levels = tuple(float(q) for q in quantiles)
     if len(levels) < 2:
-        raise ValueError(f"quantiles needs at least two levels (lower and upper), got {levels}")
+        raise ConfigError(f"quantiles needs at least two levels (lower and upper), got {levels}")
     for q in levels:
-        _check_range("quantile level", q, 0.0, 1.0, low_open=True)
         if q >= 1.0:
-            raise ValueError(f"quantile level must be < 1, got {q}")
+            raise ConfigError(f"quantile level must be < 1, got {q}")
+        in_range(0.0, 1.0, lo_open=True)("quantile level", q)
     if any(b <= a for a, b in itertools.pairwise(levels)):
-        raise ValueError(f"quantiles must be strictly increasing, got {levels}")
+        raise ConfigError(f"quantiles must be strictly increasing, got {levels}")
     return levels

@@ -20,9 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from apollo.core.domain import RESOURCES as ALL_RESOURCES
 from apollo.core.forecasting.arrays import BoolArray, FloatArray, IntArray
 
-RESOURCES: tuple[str, ...] = ("cpu", "memory", "disk_io", "network")
+# Every forecast resource but GPUs, whose utilisation (jobs holding a device at 0 or 100 %) these
+# generators do not model.
+RESOURCES: tuple[str, ...] = tuple(r for r in ALL_RESOURCES if r != "gpu")
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,10 @@ quiet now but about to run its nightly job looks best exactly when it is worst. 
 the upper quantile of its forecast over the pod's own horizon, plus what the pod itself will add, plus the
 pods already bound to it since the last sample (the "hot value" the forecast cannot see yet).
 
-Why a table: a tick builds one :class:`NodeTable` (running maxima of every node's upper forecast, capacity,
-insight facts as flat arrays); scoring one pod against 5,000 nodes is then a few dozen vector operations,
-and the human reasons are only formatted for the nodes someone asks about.
+Why a table: a tick builds one :class:`~apollo.core.scoring.table.NodeTable` (running maxima of every
+node's upper forecast, capacity, insight facts as flat arrays); scoring one pod against 5,000 nodes is
+then a few dozen vector operations, and the human reasons are only formatted for the nodes someone asks
+about.
 
 Fail open: stale data score every node neutral and filter none, because an advisor that is out of date
 must never stop scheduling.
@@ -15,15 +16,16 @@ must never stop scheduling.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
 from apollo.core.domain import (
+    MAX_SCORE,
+    NEUTRAL_SCORE,
     NodeInsight,
     NodeOutlook,
     PlacementCounter,
@@ -31,182 +33,17 @@ from apollo.core.domain import (
     PodSignature,
     ScoreResult,
 )
+from apollo.core.scoring.table import NodeTable
+from apollo.core.scoring.weights import ScoringWeights
+from common.settings import in_range
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
-DEFAULT_OVERLOAD_THRESHOLD = 0.9
-NEUTRAL_SCORE = 50
-MAX_SCORE = 100
-MAX_EXTENDER_SCORE = 10
 # Locality term per relation to the pod's data; the primary copy wins, a cache is better than nothing.
 LOCALITY_PRIMARY, LOCALITY_DATA, LOCALITY_CACHE = 1.0, 0.8, 0.6
 UNKNOWN_TERM = 0.5
-
-
-@dataclass(frozen=True)
-class ScoringWeights:
-    """Relative weights of the score's terms; only the terms that apply to a pod are averaged.
-
-    Headroom dominates by default because a wrong guess there costs an overload (and a migration),
-    while a missed locality or storage preference only costs speed. ``anomaly_penalty`` is in score
-    points, scaled between half and full by ``anomaly_score / anomaly_z_full``: a node behaving
-    unlike its own history is a poor bet for new work even when its forecast looks fine.
-    """
-
-    headroom: float = 1.0
-    gpu: float = 0.3
-    csd: float = 0.15
-    storage: float = 0.25
-    locality: float = 0.35
-    anomaly_penalty: float = 20.0
-    anomaly_z_full: float = 8.0
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"ScoringWeights.{f.name} must be a finite number >= 0, got {value!r}")
-        if self.headroom <= 0:
-            raise ValueError("ScoringWeights.headroom must be > 0: headroom is the score's anchor")
-        if self.anomaly_penalty > MAX_SCORE:
-            raise ValueError(f"ScoringWeights.anomaly_penalty must be <= {MAX_SCORE} points")
-        if self.anomaly_z_full <= 0:
-            raise ValueError("ScoringWeights.anomaly_z_full must be > 0")
-
-
-def _check_threshold(threshold: float) -> None:
-    if not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
-
-
-def to_extender_score(score: float) -> int:
-    """0-100 (SchedulingPolicy) to kube-scheduler's extender scale 0-10, rounding half up."""
-    if not math.isfinite(score):
-        return MAX_EXTENDER_SCORE // 2
-    return int(min(max(math.floor(score / 10 + 0.5), 0), MAX_EXTENDER_SCORE))
-
-
-def _series_matrix(outlooks: Sequence[NodeOutlook], resource: str, horizon: int) -> FloatArray:
-    """Rows padded with NaN to ``horizon``; full-length rows are stacked in one copy (the common case)."""
-    out = np.full((len(outlooks), horizon), np.nan)
-    rows: list[int] = []
-    full: list[FloatArray] = []
-    for i, o in enumerate(outlooks):
-        series = o.upper.get(resource)
-        if series is None or not series.size:
-            continue
-        if series.size >= horizon:
-            rows.append(i)
-            full.append(series if series.size == horizon else series[:horizon])
-        else:
-            out[i, : series.size] = series
-    if rows:
-        out[rows] = np.stack(full)
-    return out
-
-
-def _running_max(upper: FloatArray) -> FloatArray:
-    """Peak up to each step, ignoring NaN steps (NaN only while nothing is known yet)."""
-    if upper.shape[1] == 0:
-        return upper.copy()
-    result: FloatArray = np.fmax.accumulate(upper, axis=1)
-    return result
-
-
-def _positive_or_nan(values: FloatArray) -> FloatArray:
-    return np.where(values > 0, values, np.nan)
-
-
-@dataclass(frozen=True)
-class NodeTable:
-    """Every node's forecast and facts as flat arrays, row ``i`` = ``nodes[i]``; built once per tick.
-
-    ``*_upper`` are the raw upper-quantile series ``[n, H]``; ``*_peak_to`` their running maxima, so the
-    peak over any pod horizon is one column. ``gpus_free`` etc. are NaN where unknown.
-    """
-
-    nodes: tuple[str, ...]
-    index: Mapping[str, int]
-    horizon: int
-    cpu_upper: FloatArray
-    memory_upper: FloatArray
-    cpu_peak_to: FloatArray
-    memory_peak_to: FloatArray
-    disk_peak_to: FloatArray
-    gpu_peak_to: FloatArray
-    cpu_capacity: FloatArray
-    memory_capacity: FloatArray
-    cpu_requested: FloatArray
-    memory_requested: FloatArray
-    gpus_free: FloatArray
-    csd_free: FloatArray
-    fast_free_bytes: FloatArray
-    anomaly: BoolArray
-    anomaly_score: FloatArray
-    stale: BoolArray
-    step_seconds: FloatArray
-
-    @classmethod
-    def build(cls, outlooks: Sequence[NodeOutlook], insights: Mapping[str, NodeInsight] | None = None) -> NodeTable:
-        nodes = tuple(o.node for o in outlooks)
-        index = {name: i for i, name in enumerate(nodes)}
-        if len(index) != len(nodes):
-            raise ValueError("node names in outlooks must be unique")
-        horizon = max((v.size for o in outlooks for v in o.upper.values()), default=0)
-        cpu = _series_matrix(outlooks, "cpu", horizon)
-        mem = _series_matrix(outlooks, "memory", horizon)
-        gpus_free, csd_free, fast_free = _insight_vectors(outlooks, insights or {})
-        return cls(
-            nodes=nodes,
-            index=index,
-            horizon=horizon,
-            cpu_upper=cpu,
-            memory_upper=mem,
-            cpu_peak_to=_running_max(cpu),
-            memory_peak_to=_running_max(mem),
-            disk_peak_to=_running_max(_series_matrix(outlooks, "disk_io", horizon)),
-            gpu_peak_to=_running_max(_series_matrix(outlooks, "gpu", horizon)),
-            cpu_capacity=_positive_or_nan(np.array([o.capacity.cpu_cores for o in outlooks], dtype=np.float64)),
-            memory_capacity=_positive_or_nan(np.array([o.capacity.memory_bytes for o in outlooks], dtype=np.float64)),
-            cpu_requested=np.array([o.requested_cpu_cores for o in outlooks], dtype=np.float64),
-            memory_requested=np.array([o.requested_memory_bytes for o in outlooks], dtype=np.float64),
-            gpus_free=gpus_free,
-            csd_free=csd_free,
-            fast_free_bytes=fast_free,
-            anomaly=np.array([o.anomaly for o in outlooks], dtype=np.bool_),
-            anomaly_score=np.array([max(o.anomaly_score, 0.0) for o in outlooks], dtype=np.float64),
-            stale=np.array([o.stale for o in outlooks], dtype=np.bool_),
-            step_seconds=np.array([o.step_seconds for o in outlooks], dtype=np.float64),
-        )
-
-    def __len__(self) -> int:
-        return len(self.nodes)
-
-    def peak_column(self, horizon_steps: int) -> int:
-        """Column of ``*_peak_to`` covering a pod horizon of ``horizon_steps`` (0 = the whole horizon)."""
-        if self.horizon == 0:
-            return -1
-        steps = self.horizon if horizon_steps <= 0 else min(horizon_steps, self.horizon)
-        return steps - 1
-
-
-def _insight_vectors(
-    outlooks: Sequence[NodeOutlook], insights: Mapping[str, NodeInsight]
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Free GPUs (insight, else allocatable minus requested), free CSDs and fast-storage bytes (NaN unknown)."""
-    n = len(outlooks)
-    gpus = np.array([o.capacity.gpus - o.requested_gpus for o in outlooks], dtype=np.float64)
-    csd = np.full(n, np.nan)
-    fast = np.full(n, np.nan)
-    for i, o in enumerate(outlooks):
-        insight = insights.get(o.node)
-        if insight is not None:
-            gpus[i] = insight.gpus_available
-            csd[i] = insight.csd_available
-            fast[i] = insight.fast_storage_free_bytes
-    return np.maximum(gpus, 0.0), csd, fast
 
 
 @dataclass(frozen=True)
@@ -479,10 +316,14 @@ def score_pod(
     table: NodeTable,
     placements: Mapping[str, PlacementCounter] | Iterable[PlacementCounter] | None = None,
     weights: ScoringWeights | None = None,
-    threshold: float = DEFAULT_OVERLOAD_THRESHOLD,
+    *,
+    threshold: float,
 ) -> PodScores:
-    """Score ``pod`` on every node of ``table``: the extender's and SchedulingPolicy's per-pod view."""
-    _check_threshold(threshold)
+    """Score ``pod`` on every node of ``table``: SchedulingPolicy's per-pod view and the migration target's.
+
+    ``threshold`` is the overload line (``policy.overload_threshold``): a predicted peak above it is infeasible.
+    """
+    in_range(0.0, 1.0, lo_open=True)("threshold", threshold)
     weights = weights or ScoringWeights()
     column = table.peak_column(pod.horizon_steps)
     hot = _hot_vectors(table, _placements(placements))
@@ -532,8 +373,9 @@ def score_nodes(
     insights: Mapping[str, NodeInsight] | None = None,
     placements: Mapping[str, PlacementCounter] | Iterable[PlacementCounter] | None = None,
     weights: ScoringWeights | None = None,
-    threshold: float = DEFAULT_OVERLOAD_THRESHOLD,
+    *,
+    threshold: float,
 ) -> list[ScoreResult]:
     """Convenience for a handful of nodes: build the table, score, format every node, best first."""
-    scores = score_pod(pod, NodeTable.build(outlooks, insights), placements, weights, threshold)
+    scores = score_pod(pod, NodeTable.build(outlooks, insights), placements, weights, threshold=threshold)
     return sorted(scores.results(), key=lambda r: (not r.feasible, -r.score, r.node))

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from apollo.core.domain import MAX_SCORE, NEUTRAL_SCORE
 from apollo.core.forecasting.early_warning import overload_warning
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
-NEUTRAL = 50
+# A node flagged "overload coming" scores at most this: it sinks to the bottom of every ranking, yet keeps
+# an order among flagged nodes for when the extender must place a pod on one of them.
+OVERLOAD_SCORE_CAP = 10
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def _peak(upper: FloatArray) -> FloatArray:
     return np.where(finite.any(axis=1), out, np.nan) if upper.size else out
 
 
-def score_nodes(
+def snapshot_scores(
     nodes: list[str],
     cpu_upper: FloatArray,
     memory_upper: FloatArray,
@@ -53,7 +56,7 @@ def score_nodes(
     """Score = predicted headroom under the decision quantile's peak over the horizon, 0-100.
 
     A node whose upper forecast stays above `threshold` for `consecutive` steps is flagged overload
-    and capped at 10: a lone spike only lowers its score. Nodes without forecasts score neutral.
+    and capped at ``OVERLOAD_SCORE_CAP``: a lone spike only lowers its score. Nodes without forecasts score neutral.
     """
     n = len(nodes)
     if cpu_upper.shape[0] != n or memory_upper.shape[0] != n:
@@ -62,12 +65,13 @@ def score_nodes(
     mem_peak = _peak(memory_upper)
     worst = np.fmax(cpu_peak, mem_peak)
     known = np.isfinite(worst)
-    score = np.where(known, np.rint(100.0 * np.clip(1.0 - np.nan_to_num(worst, nan=0.5), 0.0, 1.0)), NEUTRAL)
+    headroom = np.clip(1.0 - np.nan_to_num(worst, nan=0.5), 0.0, 1.0)
+    score = np.where(known, np.rint(MAX_SCORE * headroom), NEUTRAL_SCORE)
     overload = (
         overload_warning(cpu_upper, threshold, consecutive).flags
         | overload_warning(memory_upper, threshold, consecutive).flags
     )
-    score = np.where(overload, np.minimum(score, 10), score).astype(np.int64)
+    score = np.where(overload, np.minimum(score, OVERLOAD_SCORE_CAP), score).astype(np.int64)
     cpu_headroom = cpu_allocatable * (1.0 - cpu_peak)
     mem_headroom = memory_allocatable * (1.0 - mem_peak)
     reasons = [
