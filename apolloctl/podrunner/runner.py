@@ -14,10 +14,11 @@ kubelet and its runtime would do with the containers, as local processes:
 * when the pod is deleted or evicted, it sends SIGTERM to every container's process group, SIGKILL
   after the grace period, writes the terminal status (phase and exit codes) and only then deletes
   the pod with grace 0, as a kubelet confirms a deletion. kwok's Stages leave these pods to it;
-* it mirrors the step a workload resumed from (``$CHECKPOINT_DIR/resumed-from.json``, written by the
-  trainer for this pod and this process) onto the pod as the annotation ``apollo.io/resumed-from``,
-  where the orchestrator reads it: an annotation, not a condition, because kwok's Stages rewrite the
-  status and because a patch of one annotation cannot clobber anything else;
+* it mirrors what a workload reports on its volume onto the pod, where the orchestrator reads it:
+  the step it resumed from (``$CHECKPOINT_DIR/resumed-from.json`` -> ``apollo.io/resumed-from``) and
+  the step of its latest checkpoint (``checkpoint-step.json`` -> ``apollo.io/checkpoint-step``), each
+  only when written by this pod's current process. Annotations, not conditions, because kwok's Stages
+  rewrite the status and because a patch of one annotation cannot clobber anything else;
 * it records each process's CPU time in a ledger (`ledger`), in memory and as ``ledger.json``.
 
 Init containers are not run: kwok reports them completed at once, as it always has. The runner is
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from apollo_api.podmigration import CHECKPOINT_ENV, RESUMED_FROM_ANNOTATION
+from apollo_api.podmigration import CHECKPOINT_ENV, CHECKPOINT_STEP_ANNOTATION, RESUMED_FROM_ANNOTATION
 from apolloctl.cluster.configs import COMPLETE_ANNOTATION
 from apolloctl.podrunner.config import RunnerSettings
 from apolloctl.podrunner.ledger import Ledger, RunRecord
@@ -54,7 +55,7 @@ from apolloctl.podrunner.spec import (
     volume_sources,
 )
 from apolloctl.podrunner.status import Exit, terminal_status
-from apolloctl.workloads import RESUMED_FROM_FILE
+from apolloctl.workloads import CHECKPOINT_STEP_FILE, RESUMED_FROM_FILE
 from common.loops import BackgroundLoop, ClosableQueue
 
 log = logging.getLogger("apolloctl.podrunner")
@@ -63,8 +64,15 @@ RELIST_BACKOFF_SECONDS = 1.0
 START_ERROR_EXIT_CODE = 128
 # A container that ran this long has its restart back-off reset, as the kubelet does.
 BACKOFF_RESET_SECONDS = 600.0
-# Clock slack when matching resumed-from.json to the process that should have written it.
+# Clock slack when matching a report file to the process that should have written it.
 RESUME_CLOCK_SLACK_SECONDS = 2.0
+# What a workload reports in $CHECKPOINT_DIR and the pod annotation the orchestrator reads it from:
+# (file, annotation, key). A report counts only when written by this pod's current process (its `pod`
+# is the pod's host name and its `started_at` is not older than the process), never a predecessor's.
+REPORTS = (
+    (RESUMED_FROM_FILE, RESUMED_FROM_ANNOTATION, "resumed_from"),
+    (CHECKPOINT_STEP_FILE, CHECKPOINT_STEP_ANNOTATION, "step"),
+)
 
 
 class _NotReady(Exception):
@@ -91,7 +99,8 @@ class ContainerRun:
     next_start: float = 0.0
     backoff: float = 0.0
     done: bool = False
-    resume_checked: bool = False
+    # Workload report file -> (mtime seen, value mirrored): each file is read again only when it changes.
+    reports: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -307,8 +316,8 @@ class PodRunner:
                 continue
             self._start(run, c, container, volume_dirs)
         for c in run.containers.values():
-            if c.running and not c.resume_checked:
-                self._mirror_resume(run, c)
+            if c.running:
+                self._mirror_reports(run, c)
         if run.to_report:
             self._report_exits(run)
 
@@ -325,7 +334,7 @@ class PodRunner:
             self._start_failed(run, c, str(exc), counted=True)
             return
         c.process = proc
-        c.resume_checked = CHECKPOINT_ENV not in launch.env
+        c.reports.clear()
         c.record = self.ledger.add(
             RunRecord(
                 namespace=info.namespace,
@@ -437,37 +446,50 @@ class PodRunner:
         run.reported.update(run.to_report)
         run.to_report.clear()
 
-    def _mirror_resume(self, run: PodRun, c: ContainerRun) -> None:
-        """Copy resumed-from.json onto the pod once the process that runs now has written it."""
+    def _mirror_reports(self, run: PodRun, c: ContainerRun) -> None:
+        """Copy what the running process reported in $CHECKPOINT_DIR onto its pod (see REPORTS)."""
         assert c.process is not None
-        directory = c.process.launch.env.get(CHECKPOINT_ENV, "")
-        try:
-            doc = json.loads((Path(directory) / RESUMED_FROM_FILE).read_text())
-            written_by_us = (
-                doc.get("pod") == run.info.hostname
-                and float(doc.get("started_at", 0)) >= c.process.started_at - RESUME_CLOCK_SLACK_SECONDS
-            )
-            step = int(doc["resumed_from"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return  # not written yet (or mid-replace): look again next tick
-        if not written_by_us:
+        directory = c.process.launch.env.get(CHECKPOINT_ENV)
+        if not directory:
             return
-        try:
-            if run.info.annotations.get(RESUMED_FROM_ANNOTATION) != str(step):
-                self.core.patch_namespaced_pod(
-                    run.info.name,
-                    run.info.namespace,
-                    {"metadata": {"annotations": {RESUMED_FROM_ANNOTATION: str(step)}}},
+        for file, annotation, key in REPORTS:
+            path = Path(directory) / file
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            seen = c.reports.get(file)
+            if seen is not None and seen[0] == mtime:
+                continue
+            try:
+                doc = json.loads(path.read_text())
+                ours = (
+                    doc.get("pod") == run.info.hostname
+                    and float(doc.get("started_at", 0)) >= c.process.started_at - RESUME_CLOCK_SLACK_SECONDS
                 )
-        except Exception as exc:
-            if _api_status(exc) != 404:
-                log.warning("cannot mirror resumed-from; will retry", extra={"pod": run.info.key, "error": str(exc)})
-                return
-        c.resume_checked = True
-        if c.record is not None:
-            c.record.resumed_from = step
-            self.ledger.touch()
-        log.info("workload resumed", extra={"pod": run.info.key, "container": c.name, "resumed_from": step})
+                value = str(int(doc[key]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # mid-replace or not this format: look again next tick
+            if not ours:
+                c.reports[file] = (mtime, "")  # a predecessor's report: wait for this process to write its own
+                continue
+            if run.info.annotations.get(annotation) != value:
+                try:
+                    self.core.patch_namespaced_pod(
+                        run.info.name, run.info.namespace, {"metadata": {"annotations": {annotation: value}}}
+                    )
+                except Exception as exc:
+                    if _api_status(exc) != 404:
+                        log.warning(
+                            "cannot mirror a workload report; will retry",
+                            extra={"pod": run.info.key, "error": str(exc)},
+                        )
+                        continue
+            c.reports[file] = (mtime, value)
+            if annotation == RESUMED_FROM_ANNOTATION and c.record is not None:
+                c.record.resumed_from = int(value)
+                self.ledger.touch()
+                log.info("workload resumed", extra={"pod": run.info.key, "container": c.name, "resumed_from": value})
 
     # ---- deletion --------------------------------------------------------------------------------
     def _terminate(self, run: PodRun, now: float) -> None:

@@ -22,6 +22,8 @@ Layout of the checkpoint directory (the contract between the programs, the pod r
 ``trainer/progress.json``           step, loss, CPU seconds, refreshed about twice a second
 ``resumed-from.json``               written once at start by a program that resumes: the step it
                                     resumed from (-1 = from scratch), which pod and process wrote it
+``checkpoint-step.json``            rewritten after every checkpoint: the step it holds, which pod and
+                                    process wrote it
 ==================================  ===============================================================
 """
 
@@ -35,6 +37,7 @@ MANIFEST_FILE = "manifest.json"
 TRAINER_DIR = "trainer"
 PROGRESS_FILE = "progress.json"
 RESUMED_FROM_FILE = "resumed-from.json"
+CHECKPOINT_STEP_FILE = "checkpoint-step.json"
 # Exit code of a program stopped by SIGTERM after it saved its state: 128 + SIGTERM, what a shell
 # reports for a process the signal killed, so "interrupted" reads the same either way.
 EXIT_TERMINATED = 143

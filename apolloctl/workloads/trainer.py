@@ -12,7 +12,8 @@ Behaviour a migration relies on:
   ``resumed from step N`` or ``starting from scratch``; -1 means scratch, so a replacement that lost
   its state is visible;
 * it checkpoints every ``--checkpoint-seconds`` and, on SIGTERM, once more before it exits with 143:
-  an interrupted trainer is not a finished one, and a Job must not count it as succeeded;
+  an interrupted trainer is not a finished one, and a Job must not count it as succeeded; after each
+  checkpoint it rewrites ``$CHECKPOINT_DIR/checkpoint-step.json`` (the step the checkpoint holds);
 * after ``--steps`` steps (0 = no limit) it checkpoints and exits 0.
 
 ``--steps-per-second`` paces the loop the way a data loader or an accelerator would; the CPU time
@@ -36,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from apolloctl.workloads import (
+    CHECKPOINT_STEP_FILE,
     DATA_DIR,
     DATASET_FILE,
     EXIT_TERMINATED,
@@ -220,7 +222,18 @@ def _main(argv: list[str] | None) -> int:
     )
 
     def save() -> None:
-        store.save(Checkpoint(step=step, weights=w, loss=loss, fingerprint=fp, extra={"pod": pod}))
+        path = store.save(Checkpoint(step=step, weights=w, loss=loss, fingerprint=fp, extra={"pod": pod}))
+        atomic_write_json(
+            root / CHECKPOINT_STEP_FILE,
+            {
+                "step": step,
+                "checkpoint": path.name,
+                "pod": pod,
+                "pid": os.getpid(),
+                "started_at": started_at,
+                "written_at": time.time(),
+            },
+        )
 
     def progress(final: bool = False) -> None:
         atomic_write_json(

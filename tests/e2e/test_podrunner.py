@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from apollo_api.podmigration import RESUMED_FROM_ANNOTATION
+from apollo_api.podmigration import CHECKPOINT_STEP_ANNOTATION, RESUMED_FROM_ANNOTATION
 from apolloctl.cluster.configs import COMPLETE_ANNOTATION, LOCAL_RUN_ANNOTATION
 from apolloctl.podrunner import PodRunner, RunnerSettings, hostpath_pv
 from apolloctl.workloads import RESUMED_FROM_FILE, TRAINER_DIR
@@ -158,6 +158,17 @@ def test_job_runs_checkpoints_and_resumes_after_eviction(
     )
     store = CheckpointStore(ckpt / TRAINER_DIR)
     wait_for(lambda: len(store.candidates()) >= 2, timeout=60, what="two periodic checkpoints")
+    # ... and each checkpoint's step reaches the pod, where the orchestrator captures it.
+    checkpoint_steps = {str(step) for step, _ in store.candidates()}
+    wait_for(
+        lambda: (
+            cluster.core.read_namespaced_pod(first.metadata.name, namespace).metadata.annotations.get(
+                CHECKPOINT_STEP_ANNOTATION
+            )
+            in checkpoint_steps | {str(s) for s, _ in store.candidates()}
+        ),
+        what="apollo.io/checkpoint-step mirrored from the trainer",
+    )
 
     # Evict: SIGTERM within the grace period; the trainer checkpoints and exits 143.
     cluster.core.create_namespaced_pod_eviction(
@@ -189,7 +200,10 @@ def test_job_runs_checkpoints_and_resumes_after_eviction(
 
     second = wait_for(replacement_resumed, timeout=120, what="replacement pod reporting where it resumed")
     assert second.metadata.annotations[RESUMED_FROM_ANNOTATION] == str(final_step)
-    assert second.spec.node_name in nodes
+    # The predecessor's checkpoint-step.json (step final_step) is not taken for the replacement's own,
+    # whose first checkpoint holds a later step.
+    own = second.metadata.annotations.get(CHECKPOINT_STEP_ANNOTATION)
+    assert own is None or int(own) > final_step
     doc = json.loads((ckpt / RESUMED_FROM_FILE).read_text())
     assert doc["pod"] == second.metadata.name and doc["resumed_from"] == final_step
     job = cluster.batch.read_namespaced_job("train", namespace)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from apolloctl.workloads import (
+    CHECKPOINT_STEP_FILE,
     DATA_DIR,
     EXIT_TERMINATED,
     EXIT_USAGE,
@@ -201,6 +202,8 @@ def test_trainer_checkpoints_on_sigterm_exits_143_and_resumes_there(prepared: Pa
     assert first_resume["resumed_from"] == -1 and first_resume["pod"] == "pod-a"
     progress = json.loads((prepared / TRAINER_DIR / PROGRESS_FILE).read_text())
     assert progress["step"] == last and progress["final"] is True
+    reported = json.loads((prepared / CHECKPOINT_STEP_FILE).read_text())
+    assert reported["step"] == last and reported["checkpoint"] == file_name(last) and reported["pod"] == "pod-a"
 
     # A finite run from there: resumes at the SIGTERM checkpoint, finishes, exits 0.
     done = _run("trainer", prepared, "--steps", str(last + 25), "--batch", "128")
