@@ -33,7 +33,11 @@ def test_scheduler_config_is_safe_by_default() -> None:
 
 def test_extender_rbac_is_read_only_on_pods() -> None:
     role = next(d for d in _docs(ROOT / "extender" / "extender.yaml") if d["kind"] == "ClusterRole")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["apollo.io"], "resources": ["podmigrations"], "verbs": ["list", "watch"]},  # reservations
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+    ]
 
 
 def test_apollo_rbac_is_list_only_and_config_loads(tmp_path: Path) -> None:
