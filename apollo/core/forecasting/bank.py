@@ -51,7 +51,6 @@ series at 5-minute samples, daily season, H = 6.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -60,6 +59,7 @@ from apollo.core.forecasting.anomaly import RunState, advance_runs, robust_cente
 from apollo.core.forecasting.arrays import BoolArray, FloatArray, IntArray, grow, rotating_block, select
 from apollo.core.forecasting.intervals import ErrorBuffer, empirical_offsets, fallback_offsets, normal_scores
 from apollo.core.forecasting.params import BankConfig, ForecastParams, validate_quantiles
+from apollo.core.forecasting.results import ForecastResult, Membership, UpdateResult
 from apollo.core.forecasting.seasonality import SeasonDetector
 
 __all__ = [
@@ -72,68 +72,6 @@ __all__ = [
 ]
 
 _EW_MIN_WEIGHT = 3  # residuals needed before the EW residual variance replaces the prior
-
-
-@dataclass(frozen=True, slots=True)
-class ForecastResult:
-    """Forecasts for the next ``horizon`` ticks of every series, rows in ``keys`` order.
-
-    Attributes:
-        keys: series keys, row order of every array.
-        tick: tick of the first forecast step (``bank.tick`` when it was made).
-        quantiles: the levels of ``values``' middle axis.
-        mean: point forecast ``[n, H]``. NaN for series never observed.
-        values: quantile forecasts ``[n, Q, H]``.
-        lower, upper: the lowest and highest quantile, ``[n, H]`` (views into ``values``).
-        seasonal: which series currently use a seasonal component.
-    """
-
-    keys: tuple[Hashable, ...]
-    tick: int
-    quantiles: tuple[float, ...]
-    mean: FloatArray
-    values: FloatArray
-    lower: FloatArray
-    upper: FloatArray
-    seasonal: BoolArray
-
-    def quantile(self, level: float) -> FloatArray:
-        """Forecast ``[n, H]`` at one of the configured quantile levels."""
-        return self.values[:, self.quantiles.index(level), :]
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateResult:
-    """What one ``update`` observed, rows in ``keys`` order.
-
-    Attributes:
-        tick: tick of the observation.
-        residual: actual minus one-step forecast (NaN where missing or not yet initialised).
-        zscore: robust z-score of the residual (NaN where it could not be computed).
-        anomaly: flagged observations (kept out of the state).
-        level_shift: series whose run of flags was accepted as a new level at this tick.
-        missing: series without an observation this tick.
-    """
-
-    keys: tuple[Hashable, ...]
-    tick: int
-    residual: FloatArray
-    zscore: FloatArray
-    anomaly: BoolArray
-    level_shift: BoolArray
-    missing: BoolArray
-
-    @property
-    def anomalies(self) -> list[Hashable]:
-        return [self.keys[i] for i in np.flatnonzero(self.anomaly)]
-
-
-@dataclass(frozen=True, slots=True)
-class Membership:
-    """Keys added and removed by :meth:`SeriesBank.ensure`."""
-
-    added: tuple[Hashable, ...]
-    removed: tuple[Hashable, ...]
 
 
 def _array_attrs(obj: object) -> list[np.ndarray[tuple[int, ...], np.dtype[np.generic]]]:
