@@ -93,6 +93,13 @@ class EvictionSettings:
         positive(),
     )
     multiplier: float = setting(2.0, "Backoff growth per refused attempt (exponential).", in_range(1.0, 10.0))
+    settle_seconds: float = setting(
+        1.0,
+        "Pause between recording the migration as Evicting (with its capacity reservation) and the first "
+        "eviction request: the webhook and the extender learn of it through their watches, and a replacement "
+        "created before they have (a Deployment replaces an evicted pod at once) would go unmatched.",
+        in_range(0.0, 60.0),
+    )
 
     def check_relations(self) -> None:
         if self.max_backoff_seconds < self.initial_backoff_seconds:

@@ -561,6 +561,10 @@ class Machine:
                 f"the eviction was refused until the deadline after {st.eviction_attempts} attempt(s){detail}; "
                 "the pod was left where it was",
             )
+        captured = step_time(st, "captured")
+        if st.eviction_attempts == 0 and captured is not None and now < captured + self.cfg.eviction.settle_seconds:
+            # Let the webhook and the extender see the Evicting phase and the reservation first.
+            return Plan(st, requeue_after=captured + self.cfg.eviction.settle_seconds - now)
         last_try = podinfo.parse_time(st.last_eviction_attempt)
         if last_try is not None:
             wait = last_try + eviction_backoff(self.cfg.eviction, st.eviction_attempts) - now

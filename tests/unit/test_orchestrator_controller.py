@@ -39,7 +39,7 @@ from orchestrator.apollo_link import (
     policy_migration_name,
     scale_plan,
 )
-from orchestrator.config import ApolloLinkSettings, CapSettings, LeaderSettings
+from orchestrator.config import ApolloLinkSettings, CapSettings, EvictionSettings, LeaderSettings
 from orchestrator.controller import Controller, MigrationCache
 from orchestrator.kube import ApiError
 from orchestrator.leader import LeaderElector, Observation, decide
@@ -379,7 +379,12 @@ class Cluster:
 
 
 def new_controller(kube: FakeKube, *, leader: Callable[[], bool] = lambda: True, **cfg: Any) -> Controller:
-    settings = {"ttl_seconds_after_finished": 3600, "resume_grace_seconds": 0.0, **cfg}
+    settings = {
+        "ttl_seconds_after_finished": 3600,
+        "resume_grace_seconds": 0.0,
+        "eviction": EvictionSettings(settle_seconds=0.0),
+        **cfg,
+    }
     return Controller(kube, Machine(MachineConfig(**settings)), OrchestratorMetrics.create(), is_leader=leader)
 
 

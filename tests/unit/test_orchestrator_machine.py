@@ -444,6 +444,12 @@ def evicting(m: PodMigration | None = None, p: dict[str, Any] | None = None) -> 
     return advance(m, plan), p
 
 
+def test_the_first_eviction_waits_for_the_watchers_to_see_the_migration() -> None:
+    m, p = evicting()  # captured at T0+1, settle 1 s
+    early = run(World(T0 + 1.4, m, p))
+    assert not early.effects and early.requeue_after == pytest.approx(0.6) and early.status.phase == Phase.EVICTING
+
+
 def test_eviction_accepted_moves_to_rescheduling_with_events() -> None:
     m, p = evicting()
     plan = run(World(T0 + 2, m, p))
