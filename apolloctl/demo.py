@@ -9,12 +9,8 @@ migration scenario joins once the webhook and the orchestrator exist.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +22,16 @@ from apolloctl.cluster import (
     create_kwok_nodes,
     kwok_node,
 )
-from apolloctl.cluster.process import free_port, kill_group, wait_until
+from apolloctl.launch import (
+    NodeVerdict,
+    Service,
+    apollo_verdicts,
+    extender_holds_snapshot,
+    poll,
+    report_node_capacity,
+    start_apollo,
+    start_extender,
+)
 from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter
 
 
@@ -74,78 +79,39 @@ def wait_running(core: Any, namespace: str, selector: str, count: int, timeout: 
 UTILISATION = {"node-0": (0.96, 0.90), "node-1": (0.55, 0.50), "node-2": (0.15, 0.20)}
 
 
-def start_apollo(prometheus_url: str, nodes: list[str]) -> Any:
-    """APOLLO in this process, reading the simulated gauges every second; told each node's capacity."""
-    # kube-scheduler is restarted (fork + exec) while APOLLO's gRPC threads run: nothing of gRPC's
-    # state is needed in the child, so skip its fork handlers (and their warning).
-    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-    import grpc
-
-    from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings
-    from apollo.server import serve
-    from apollo_api.v1 import apollo_pb2 as pb
-    from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
-
-    settings = ApolloSettings(
-        grpc_address="127.0.0.1:0",
-        http_address="127.0.0.1:0",
-        log_level="WARNING",
-        prometheus=PrometheusSettings(
-            url=prometheus_url, queries={"cpu": CPU_METRIC, "memory": MEMORY_METRIC}, stale_after_seconds=5
-        ),
+def apollo_settings(prometheus_url: str) -> dict[str, Any]:
+    """APOLLO reading the simulated gauges every second, forecasting in seconds rather than minutes."""
+    return {
+        "prometheus": {
+            "url": prometheus_url,
+            "queries": {"cpu": CPU_METRIC, "memory": MEMORY_METRIC},
+            "stale_after_seconds": 5,
+        },
         # Seconds, not minutes, so the demo shows a forecast within its first half minute.
-        forecast=ForecastSettings(
-            step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3, warmup_samples=3
-        ),
-    ).validate()
-    apollo = serve(settings)
-    with grpc.insecure_channel(f"127.0.0.1:{apollo.grpc_port}") as channel:
-        insight = pb_grpc.InsightServiceStub(channel)
-        for node in nodes:
-            insight.ReportClusterInsight(
-                pb.ClusterInsight(
-                    node_name=node,
-                    node_resources=pb.NodeResources(cpu_allocatable_cores=4, memory_allocatable_bytes=16 * 2**30),
-                ),
-                timeout=10,
-            )
-    return apollo
+        "forecast": {
+            "step_seconds": 1.0,
+            "horizon_minutes": 1,
+            "season_minutes": 0,
+            "warmup_samples": 3,
+        },
+        "policy": {"consecutive_steps": 3},
+    }
 
 
-def start_extender(
-    apollo_port: int, kubeconfig: Path, log_path: Path, snapshot_max_age_s: float = 5.0
-) -> tuple[subprocess.Popen[bytes], str]:
-    """`python -m extender.main` (gunicorn) as deployed, refreshing APOLLO's snapshot twice a second."""
-    port = free_port()
-    env = dict(
-        os.environ,
-        EXTENDER_SERVER__BIND=f"127.0.0.1:{port}",
-        EXTENDER_APOLLO_ADDRESS=f"127.0.0.1:{apollo_port}",
-        EXTENDER_KUBECONFIG=str(kubeconfig),
-        EXTENDER_REFRESH_INTERVAL_SECONDS="0.5",
-        EXTENDER_SNAPSHOT_MAX_AGE_SECONDS=str(snapshot_max_age_s),
-        EXTENDER_LOG_LEVEL="WARNING",
-    )
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "extender.main"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return proc, f"http://127.0.0.1:{port}"
+def extender_settings(kubeconfig: Path, snapshot_max_age_s: float = 5.0) -> dict[str, Any]:
+    """The extender as deployed, refreshing APOLLO's snapshot twice a second (the demo's clock is fast)."""
+    return {
+        "kubeconfig": str(kubeconfig),
+        "refresh_interval_seconds": 0.5,
+        "snapshot_max_age_seconds": snapshot_max_age_s,
+    }
 
 
-def readyz(url: str) -> dict[str, Any]:
-    """The extender's /readyz body, or {} while it does not answer."""
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
-            data: dict[str, Any] = json.loads(resp.read())
-            return data
-    except (OSError, ValueError):
-        return {}
+def flags_only(address: str, hot: str) -> tuple[int, dict[str, NodeVerdict]] | None:
+    """APOLLO's generation and verdicts once it predicts overload on `hot` and on no other node."""
+    generation, stale, verdicts = apollo_verdicts(address)
+    flagged = [name for name, v in verdicts.items() if v.overload]
+    return (generation, verdicts) if not stale and flagged == [hot] else None
 
 
 def run_demo(run_dir: Path, keep: bool = False) -> int:
@@ -154,8 +120,8 @@ def run_demo(run_dir: Path, keep: bool = False) -> int:
     cluster = LocalCluster(ClusterConfig(run_dir=run_dir, die_with_parent=not keep), log=_say)
     cluster.start()
     exporter = NodeExporter()
-    apollo: Any = None
-    extender: subprocess.Popen[bytes] | None = None
+    apollo: Service | None = None
+    extender: Service | None = None
     try:
         api = cluster.api_client()
         core: Any = client.CoreV1Api(api)
@@ -167,23 +133,22 @@ def run_demo(run_dir: Path, keep: bool = False) -> int:
         cluster.set_scrape_targets("simulated-nodes", [ScrapeTarget(exporter.address)])
         _say("simulated node utilisation (cpu, memory): " + ", ".join(f"{n} {u}" for n, u in UTILISATION.items()))
 
-        apollo = start_apollo(cluster.prometheus_url, names)
-        wait_until(lambda: _flags_hot(apollo, "node-0"), 90, "APOLLO forecasting overload on node-0 from Prometheus")
-        view = apollo.engine.view
+        apollo = start_apollo(apollo_settings(cluster.prometheus_url), cluster.logs_dir / "apollo.log")
+        report_node_capacity(apollo.address("grpc"), names, cpu_cores=4, memory_bytes=16 * 2**30)
+        generation, verdicts = poll(
+            lambda: flags_only(apollo.address("grpc"), "node-0"), 90, "APOLLO forecasting overload on node-0"
+        )
         _say("APOLLO, from Prometheus: " + "; ".join(
-            f"{node} score {int(view.scores.score[i])}{' (overload predicted)' if view.scores.overload[i] else ''}"
-            for i, node in enumerate(view.scores.nodes)
+            f"{node} score {v.score}{' (overload predicted)' if v.overload else ''}"
+            for node, v in sorted(verdicts.items())
         ))  # fmt: skip
 
-        extender, url = start_extender(apollo.grpc_port, cluster.kubeconfig, cluster.logs_dir / "extender.log")
-        generation = view.generation
-        wait_until(
-            lambda: (r := readyz(url)).get("apollo") == "ok" and (r.get("snapshot_generation") or 0) >= generation,
-            60,
-            f"the extender holding APOLLO's snapshot (log: {cluster.logs_dir / 'extender.log'})",
+        extender = start_extender(
+            apollo.address("grpc"), cluster.logs_dir / "extender.log", settings=extender_settings(cluster.kubeconfig)
         )
-        cluster.restart_scheduler((ExtenderConfig(url_prefix=url, weight=5, http_timeout="1s"),))
-        _say(f"scheduler extender ready at {url}; kube-scheduler restarted with it")
+        extender.wait_ready(extender_holds_snapshot(generation), what="holding APOLLO's snapshot")
+        cluster.restart_scheduler((ExtenderConfig(url_prefix=extender.url, weight=5, http_timeout="1s"),))
+        _say(f"scheduler extender ready at {extender.url}; kube-scheduler restarted with it")
 
         apps.create_namespaced_deployment("default", deployment("trainer", 6))
         t0 = time.monotonic()
@@ -203,22 +168,13 @@ def run_demo(run_dir: Path, keep: bool = False) -> int:
             _say(f"cluster left running; export KUBECONFIG={cluster.kubeconfig}\n`apolloctl cluster down` stops it")
         return 0
     finally:
-        if extender is not None:
-            kill_group(extender.pid, 20.0, extender)
-        if apollo is not None:
-            apollo.stop(0.5)
+        for service in (extender, apollo):
+            if service is not None:
+                service.stop()
         exporter.close()
         if not keep:
             cluster.stop()
             _say("cluster stopped")
-
-
-def _flags_hot(apollo: Any, hot: str) -> bool:
-    view = apollo.engine.view
-    s = view.scores
-    if view.stale or s is None or hot not in s.nodes:
-        return False
-    return bool(s.overload[s.nodes.index(hot)]) and int(s.overload.sum()) == 1
 
 
 if __name__ == "__main__":

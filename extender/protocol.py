@@ -29,11 +29,6 @@ class ExtenderArgs:
     # Present when kube-scheduler runs the extender with nodeCacheCapable=false; echoed back by filter.
     nodes: list[dict[str, Any]] | None
 
-    @property
-    def pod_key(self) -> str:
-        meta = self.pod.get("metadata") or {}
-        return f"{meta.get('namespace') or 'default'}/{meta.get('name') or ''}"
-
 
 def _get(obj: dict[str, Any], name: str) -> Any:
     if name in obj:

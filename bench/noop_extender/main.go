@@ -1,11 +1,14 @@
 // A kube-scheduler extender that does nothing but speak the protocol: every node passes, every node
-// scores 5. bench/extender.py runs kube-scheduler with it to measure what the extender protocol itself
+// scores 5. bench/extender runs kube-scheduler with it to measure what the extender protocol itself
 // costs (the HTTP round trips and JSON on kube-scheduler's side), the floor any extender starts from.
+// Both nodeCacheCapable modes: node names, or a NodeList whose items filter echoes back unchanged (as
+// kube-scheduler rebuilds its node infos from them). With a certificate and key it serves HTTPS.
 // Standard library only, so it builds from the Go toolchain alone.
 package main
 
 import (
 	"encoding/json"
+	"io"
 	"log"
 	"net/http"
 	"os"
@@ -16,12 +19,18 @@ import (
 // an ignorable extender that failed would make a run look fast.
 var served struct{ filter, prioritize atomic.Int64 }
 
+type nodeList struct {
+	Items []json.RawMessage `json:"items"`
+}
+
 type args struct {
 	NodeNames *[]string `json:"NodeNames"`
+	Nodes     *nodeList `json:"Nodes"`
 }
 
 type filterResult struct {
 	NodeNames                  *[]string         `json:"NodeNames"`
+	Nodes                      *nodeList         `json:"Nodes"`
 	FailedNodes                map[string]string `json:"FailedNodes"`
 	FailedAndUnresolvableNodes map[string]string `json:"FailedAndUnresolvableNodes"`
 	Error                      string            `json:"Error"`
@@ -32,13 +41,38 @@ type hostPriority struct {
 	Score int64  `json:"Score"`
 }
 
+type named struct {
+	Metadata struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+}
+
 func decode(w http.ResponseWriter, r *http.Request) (args, bool) {
 	var a args
-	if err := json.NewDecoder(r.Body).Decode(&a); err != nil || a.NodeNames == nil {
-		http.Error(w, "expected ExtenderArgs with NodeNames (nodeCacheCapable: true)", http.StatusBadRequest)
+	body, err := io.ReadAll(r.Body)
+	if err == nil {
+		err = json.Unmarshal(body, &a)
+	}
+	if err != nil || (a.NodeNames == nil && a.Nodes == nil) {
+		http.Error(w, "expected ExtenderArgs with NodeNames or Nodes", http.StatusBadRequest)
 		return a, false
 	}
 	return a, true
+}
+
+func names(a args) ([]string, error) {
+	if a.NodeNames != nil {
+		return *a.NodeNames, nil
+	}
+	out := make([]string, len(a.Nodes.Items))
+	for i, raw := range a.Nodes.Items {
+		var n named
+		if err := json.Unmarshal(raw, &n); err != nil {
+			return nil, err
+		}
+		out[i] = n.Metadata.Name
+	}
+	return out, nil
 }
 
 func reply(w http.ResponseWriter, v any) {
@@ -49,20 +83,28 @@ func reply(w http.ResponseWriter, v any) {
 }
 
 func main() {
-	if len(os.Args) != 2 {
-		log.Fatal("usage: noop-extender HOST:PORT")
+	if len(os.Args) != 2 && len(os.Args) != 4 {
+		log.Fatal("usage: noop-extender HOST:PORT [CERTFILE KEYFILE]")
 	}
 	http.HandleFunc("/filter", func(w http.ResponseWriter, r *http.Request) {
 		if a, ok := decode(w, r); ok {
 			served.filter.Add(1)
-			reply(w, filterResult{NodeNames: a.NodeNames, FailedNodes: map[string]string{}, FailedAndUnresolvableNodes: map[string]string{}})
+			reply(w, filterResult{
+				NodeNames: a.NodeNames, Nodes: a.Nodes,
+				FailedNodes: map[string]string{}, FailedAndUnresolvableNodes: map[string]string{},
+			})
 		}
 	})
 	http.HandleFunc("/prioritize", func(w http.ResponseWriter, r *http.Request) {
 		if a, ok := decode(w, r); ok {
+			hosts, err := names(a)
+			if err != nil {
+				http.Error(w, "Nodes.items[].metadata.name unreadable", http.StatusBadRequest)
+				return
+			}
 			served.prioritize.Add(1)
-			out := make([]hostPriority, len(*a.NodeNames))
-			for i, n := range *a.NodeNames {
+			out := make([]hostPriority, len(hosts))
+			for i, n := range hosts {
 				out[i] = hostPriority{Host: n, Score: 5}
 			}
 			reply(w, out)
@@ -72,5 +114,8 @@ func main() {
 		reply(w, map[string]int64{"filter": served.filter.Load(), "prioritize": served.prioritize.Load()})
 	})
 	http.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	if len(os.Args) == 4 {
+		log.Fatal(http.ListenAndServeTLS(os.Args[1], os.Args[2], os.Args[3], nil))
+	}
 	log.Fatal(http.ListenAndServe(os.Args[1], nil))
 }

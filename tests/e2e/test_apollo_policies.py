@@ -16,12 +16,13 @@ import grpc
 import numpy as np
 import pytest
 
-from apollo.config import ApolloSettings, ForecastSettings, KubernetesSettings, PolicyCaps, PrometheusSettings
-from apollo.prometheus_source import PrometheusSource
-from apollo.server import Apollo, serve
+from apollo.adapters.prometheus import PrometheusSource
+from apollo.config import PrometheusSettings
 from apollo_api.v1 import apollo_pb2 as pb
 from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ScrapeTarget
+from apolloctl.cluster.process import tail
+from apolloctl.launch import start_apollo
 from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter
 from tests.conftest import ClusterHandle
 from tests.helpers import wait_for
@@ -38,25 +39,24 @@ def exporter(cluster: ClusterHandle) -> Iterator[NodeExporter]:
     exp.close()
 
 
-def _settings(cluster: ClusterHandle) -> ApolloSettings:
-    return ApolloSettings(
-        grpc_address="127.0.0.1:0",
-        http_address="127.0.0.1:0",
-        prometheus=PrometheusSettings(
-            url=cluster.local.prometheus_url,
-            queries={"cpu": CPU_METRIC, "memory": MEMORY_METRIC},
-        ),
-        forecast=ForecastSettings(
-            step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3, warmup_samples=3
-        ),
-        policy=PolicyCaps(confirm_ticks=2),
-        kubernetes=KubernetesSettings(enabled=True, kubeconfig=str(cluster.local.kubeconfig)),
-    ).validate()
+def _settings(cluster: ClusterHandle) -> dict[str, Any]:
+    """APOLLO's settings tree for the `apollo` process: seconds-scale forecasts, pods read from the cluster."""
+    return {
+        "prometheus": {"url": cluster.local.prometheus_url, "queries": {"cpu": CPU_METRIC, "memory": MEMORY_METRIC}},
+        "forecast": {
+            "step_seconds": 1.0,
+            "horizon_minutes": 1,
+            "season_minutes": 0,
+            "warmup_samples": 3,
+        },
+        "policy": {"consecutive_steps": 3, "confirm_ticks": 2},
+        "kubernetes": {"enabled": True, "kubeconfig": str(cluster.local.kubeconfig)},
+    }
 
 
 def test_prometheus_source_reads_instant_and_range_queries(cluster: ClusterHandle, exporter: NodeExporter) -> None:
     exporter.cpu.update({"node-x": 0.25, "node-y": 0.75})
-    source = PrometheusSource(_settings(cluster).prometheus)
+    source = PrometheusSource(PrometheusSettings(**_settings(cluster)["prometheus"]))
     sample = wait_for(lambda: (s := source.latest()).values.get(("node-y", "cpu")) == 0.75 and s, what="instant query")
     assert sample.values[("node-x", "cpu")] == 0.25
     assert "memory" not in {k[1] for k in sample.values}  # no memory series exported: none invented
@@ -99,8 +99,8 @@ def test_overload_on_a_node_yields_a_migration_policy_for_a_real_pod(
         lambda: [p for p in cluster.core.list_namespaced_pod(namespace).items if p.status.phase == "Running"],
         what="trainer pod running on the hot node",
     )[0]
-    apollo: Apollo = serve(_settings(cluster))
-    channel = grpc.insecure_channel(f"127.0.0.1:{apollo.grpc_port}")
+    apollo = start_apollo(_settings(cluster), cluster.local.logs_dir / f"apollo-{namespace}.log")
+    channel = grpc.insecure_channel(apollo.address("grpc"))
     try:
         stub = pb_grpc.OrchestrationPolicyServiceStub(channel)
         stream: Any = stub.SubscribePolicies(
@@ -114,7 +114,7 @@ def test_overload_on_a_node_yields_a_migration_policy_for_a_real_pod(
         reader.start()
         reader.join(timeout=90)
         stream.cancel()
-        assert got, f"no MIGRATE policy; last skips: {apollo.engine.stats.decisions.skipped}"
+        assert got, f"no MIGRATE policy; APOLLO's log: {tail(apollo.log_path, 20)}"
         target = got[0].migration
         assert (target.pod_name, target.pod_namespace) == (pod.metadata.name, namespace)
         assert (target.source_node, target.target_node) == (hot, idle)
@@ -127,5 +127,5 @@ def test_overload_on_a_node_yields_a_migration_policy_for_a_real_pod(
         assert prediction.upper_bound[0].cpu_usage > 0.85 and prediction.recommendations
     finally:
         channel.close()
-        apollo.stop(0.5)
+        apollo.stop()
         cluster.delete_nodes([hot, idle])

@@ -1,61 +1,99 @@
 """The real kube-scheduler consults the extender, which ranks nodes from APOLLO, which reads a real Prometheus.
 
 Chain under test: exporter -> Prometheus (scrape) -> APOLLO (PromQL, forecast, snapshot over gRPC)
--> extender (gunicorn, HTTP) -> kube-scheduler (extender config) -> binding in the API server.
+-> extender (gunicorn, HTTP or HTTPS) -> kube-scheduler (extender config, node names or a NodeList)
+-> binding in the API server.
 """
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings
-from apollo.server import Apollo, serve
-from apollo_api.v1 import apollo_pb2 as pb
-from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 from apolloctl.cluster import ExtenderConfig, ScrapeTarget
-from apolloctl.demo import readyz, start_extender
-from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter
+from apolloctl.demo import apollo_settings, extender_settings
+from apolloctl.launch import (
+    Service,
+    Tls,
+    apollo_verdicts,
+    extender_holds_snapshot,
+    loopback_tls,
+    report_node_capacity,
+    start_apollo,
+    start_extender,
+)
+from apolloctl.sim_metrics import NodeExporter
 from tests.conftest import ClusterHandle
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def stack(cluster: ClusterHandle) -> Iterator[dict[str, Any]]:
+@contextlib.contextmanager
+def running_stack(
+    cluster: ClusterHandle, *, tls: Tls | None = None, node_cache_capable: bool = True
+) -> Iterator[dict[str, Any]]:
+    """Exporter, APOLLO and the extender (over HTTPS when `tls`), kube-scheduler restarted to call it."""
     exporter = NodeExporter()
     cluster.local.set_scrape_targets("test-nodes", [ScrapeTarget(exporter.address)])
-    settings = ApolloSettings(
-        grpc_address="127.0.0.1:0",
-        http_address="127.0.0.1:0",
-        prometheus=PrometheusSettings(
-            url=cluster.local.prometheus_url,
-            queries={"cpu": CPU_METRIC, "memory": MEMORY_METRIC},
-            stale_after_seconds=5,
-        ),
-        forecast=ForecastSettings(
-            step_seconds=1.0, horizon_minutes=1, season_minutes=0, overload_consecutive_steps=3, warmup_samples=3
-        ),
-    ).validate()
-    apollo: Apollo = serve(settings)
-    extender, url = start_extender(
-        apollo.grpc_port, cluster.local.kubeconfig, cluster.local.logs_dir / "extender.log", snapshot_max_age_s=3
+    logs = cluster.local.logs_dir
+    apollo = start_apollo(apollo_settings(cluster.local.prometheus_url), logs / "apollo-e2e.log")
+    extender = start_extender(
+        apollo.address("grpc"),
+        logs / "extender-e2e.log",
+        settings=extender_settings(cluster.local.kubeconfig, snapshot_max_age_s=3),
+        tls=tls,
     )
-    cluster.local.restart_scheduler((ExtenderConfig(url_prefix=url, weight=5, http_timeout="1s"),))
+    config = ExtenderConfig(
+        url_prefix=extender.url,
+        weight=5,
+        http_timeout="1s",
+        node_cache_capable=node_cache_capable,
+        ca_pem=tls.ca.read_bytes() if tls else None,
+    )
+    cluster.local.restart_scheduler((config,))
     try:
-        yield {"apollo": apollo, "exporter": exporter, "extender": extender, "url": url}
+        yield {"apollo": apollo, "exporter": exporter, "extender": extender}
     finally:
         cluster.local.restart_scheduler(())
-        if extender.poll() is None:
-            extender.terminate()
-            extender.wait(timeout=30)
-        apollo.stop(0.5)
+        extender.stop()
+        apollo.stop()
         exporter.close()
         cluster.local.set_scrape_targets("test-nodes", [])
+
+
+@pytest.fixture
+def stack(cluster: ClusterHandle) -> Iterator[dict[str, Any]]:
+    with running_stack(cluster) as running:
+        yield running
+
+
+def _three_nodes(cluster: ClusterHandle, namespace: str, stack: dict[str, Any]) -> tuple[str, str, str]:
+    """Idle, medium and hot nodes; returns once APOLLO flags the hot one and every extender worker holds that."""
+    idle, medium, hot = cluster.create_nodes(3, labels={"pool": namespace}, cpu="8", memory="32Gi")
+    exporter: NodeExporter = stack["exporter"]
+    exporter.cpu.update({idle: 0.10, medium: 0.50, hot: 0.97})
+    exporter.memory.update({idle: 0.20, medium: 0.40, hot: 0.90})
+    apollo: Service = stack["apollo"]
+    report_node_capacity(apollo.address("grpc"), [idle, medium, hot], cpu_cores=8, memory_bytes=32 * 2**30)
+
+    def verdicts() -> int | None:
+        generation, stale, view = apollo_verdicts(apollo.address("grpc"))
+        if stale or not {hot, idle} <= set(view):
+            return None
+        return generation if view[hot].overload and not view[idle].overload else None
+
+    generation = wait_for(
+        verdicts, timeout=60, what="APOLLO to forecast overload on the hot node only, from Prometheus data"
+    )
+    # Every gunicorn worker holds it: a streak of fresh connections, each answered by whichever worker accepts.
+    stack["extender"].wait_ready(extender_holds_snapshot(generation), streak=6, timeout=30, what="APOLLO's verdicts")
+    return idle, medium, hot
 
 
 def _pod(name: str, pool: str, only: list[str] | None = None) -> dict[str, Any]:
@@ -86,6 +124,17 @@ def _pod(name: str, pool: str, only: list[str] | None = None) -> dict[str, Any]:
     }
 
 
+def _counter(service: Service, name: str, **labels: str) -> float:
+    """A counter's value from the service's /metrics (0 when it has no such sample yet)."""
+    status, body, _ = service.request("GET", "/metrics")
+    assert status == 200, body[:200]
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
 def _placements(cluster: ClusterHandle, namespace: str, names: list[str]) -> dict[str, str]:
     pods = cluster.core.list_namespaced_pod(namespace).items
     return {p.metadata.name: p.spec.node_name for p in pods if p.metadata.name in names and p.spec.node_name}
@@ -94,36 +143,9 @@ def _placements(cluster: ClusterHandle, namespace: str, names: list[str]) -> dic
 def test_scheduler_places_pods_by_apollo_and_survives_outages(
     cluster: ClusterHandle, namespace: str, stack: dict[str, Any]
 ) -> None:
-    idle, medium, hot = cluster.create_nodes(3, labels={"pool": namespace}, cpu="8", memory="32Gi")
-    exporter: NodeExporter = stack["exporter"]
-    exporter.cpu.update({idle: 0.10, medium: 0.50, hot: 0.97})
-    exporter.memory.update({idle: 0.20, medium: 0.40, hot: 0.90})
-    apollo: Apollo = stack["apollo"]
-    insight = pb_grpc.InsightServiceStub(__import__("grpc").insecure_channel(f"127.0.0.1:{apollo.grpc_port}"))
-    for node in (idle, medium, hot):
-        insight.ReportClusterInsight(
-            pb.ClusterInsight(
-                node_name=node,
-                node_resources=pb.NodeResources(cpu_allocatable_cores=8, memory_allocatable_bytes=32 * 2**30),
-            )
-        )
-
-    # APOLLO has read Prometheus and flags the hot node; the extender holds that snapshot.
-    def verdicts() -> bool:
-        view = apollo.engine.view
-        s = view.scores
-        if view.stale or s is None or not {hot, idle} <= set(s.nodes):
-            return False
-        return bool(s.overload[s.nodes.index(hot)] and not s.overload[s.nodes.index(idle)])
-
-    wait_for(verdicts, timeout=60, what="APOLLO to forecast overload on the hot node only, from Prometheus data")
-    generation = apollo.engine.view.generation
-    wait_for(
-        lambda: (r := readyz(stack["url"])).get("apollo") == "ok" and (r.get("snapshot_generation") or 0) >= generation,
-        timeout=30,
-        what="extender to hold APOLLO's snapshot with those verdicts",
-    )
-    time.sleep(1.0)  # two refresh intervals: the other gunicorn worker holds it too
+    idle, medium, hot = _three_nodes(cluster, namespace, stack)
+    apollo: Service = stack["apollo"]
+    extender: Service = stack["extender"]
 
     names = [f"ranked-{i}" for i in range(4)]
     for name in names:
@@ -143,23 +165,43 @@ def test_scheduler_places_pods_by_apollo_and_survives_outages(
     assert verdict == {"choice": medium, "pinned": hot}
     # Bindings went back to APOLLO as SchedulingResults, off the request path.
     wait_for(
-        lambda: apollo.metrics.scheduling_results.labels("success")._value.get() >= 4,
+        lambda: _counter(apollo, "apollo_scheduling_results_total", outcome="success") >= 4,
         what="scheduling results reported to APOLLO",
     )
 
     # APOLLO goes away: the extender's snapshot ages out and it answers fail-open; scheduling goes on.
-    apollo.stop(0.5)
-    wait_for(lambda: readyz(stack["url"]).get("apollo") == "snapshot-too-old", timeout=30, what="fail-open")
+    apollo.stop()
+    wait_for(lambda: (extender.probe() or {}).get("apollo") == "snapshot-too-old", timeout=30, what="fail-open")
     more = [f"no-apollo-{i}" for i in range(3)]
     for name in more:
         cluster.core.create_namespaced_pod(namespace, _pod(name, namespace))
     wait_for(lambda: len(_placements(cluster, namespace, more)) == 3, what="pods bound without APOLLO")
 
     # The extender itself is killed: ignorable=true lets kube-scheduler carry on without it.
-    stack["extender"].kill()
-    stack["extender"].wait(timeout=10)
+    extender.kill()
     last = [f"no-extender-{i}" for i in range(3)]
     for name in last:
         cluster.core.create_namespaced_pod(namespace, _pod(name, namespace))
     wait_for(lambda: len(_placements(cluster, namespace, last)) == 3, what="pods bound without the extender")
     cluster.delete_nodes([idle, medium, hot])
+
+
+def test_node_list_mode_over_https_as_the_manifests_deploy_it(
+    cluster: ClusterHandle, namespace: str, tmp_path: Path
+) -> None:
+    """nodeCacheCapable: false (filter and prioritize get a NodeList) and enableHTTPS with the CA in tlsConfig."""
+    tls = loopback_tls(tmp_path / "tls", "apollo-extender")
+    with running_stack(cluster, tls=tls, node_cache_capable=False) as stack:
+        idle, medium, hot = _three_nodes(cluster, namespace, stack)
+        extender: Service = stack["extender"]
+        names = ["listed-0", "listed-1", "choice"]
+        cluster.core.create_namespaced_pod(namespace, _pod("listed-0", namespace))
+        cluster.core.create_namespaced_pod(namespace, _pod("listed-1", namespace))
+        cluster.core.create_namespaced_pod(namespace, _pod("choice", namespace, only=[hot, medium]))
+        placed = wait_for(lambda: len(p := _placements(cluster, namespace, names)) == 3 and p, what="3 pods bound")
+        # The filter answered with the NodeList it was given, minus the hot node; prioritize ranked idle first.
+        assert placed == {"listed-0": idle, "listed-1": idle, "choice": medium}
+        assert _counter(extender, "apollo_extender_request_seconds_count", verb="filter") >= 3
+        assert _counter(extender, "apollo_extender_request_seconds_count", verb="prioritize") >= 3
+        assert _counter(extender, "apollo_extender_request_errors_total") == 0
+        cluster.delete_nodes([idle, medium, hot])

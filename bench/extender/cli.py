@@ -1,0 +1,222 @@
+"""`python -m bench.extender`: run the parts, print human-readable lines, and one JSON object last."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from apolloctl.launch import loopback_tls
+from bench.extender.latency import LatencyCase, measure_latency, print_latency
+from bench.extender.scheduling import HEADLINE, measure_scheduling
+from bench.extender.stack import WORKERS, start_bench_apollo
+
+Json = dict[str, Any]
+DESCRIPTION = "Scheduler-extender benchmark: client-side latency under load, and kube-scheduler throughput."
+TARGETS = {
+    "prioritize_client_p99_ms": ("<=", 2.0),
+    "prioritize_client_p99_ms_5k": ("<=", 6.0),
+    "sched_ratio_vs_noop": (">=", 0.95),
+    "drain_ratio_vs_noop": (">=", 0.9),
+    "policy_lookups": (">", 0),
+}
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def cleanup_on_sigterm() -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.extender", description=DESCRIPTION)
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--quick", action="store_true", help="shorter loads, 100 kwok nodes, 200 pods")
+    parser.add_argument("--connections", type=int, default=4, help="concurrent keep-alive client connections")
+    parser.add_argument("--duration", type=float, help="seconds of measured load per case (default 15, quick 4)")
+    parser.add_argument("--sched-nodes", type=int, help="kwok nodes (default 500, quick 100)")
+    parser.add_argument("--sched-pods", type=int, help="pods per run (default 1000, quick 200)")
+    parser.add_argument("--skip-sched", action="store_true", help="latency part only")
+    parser.add_argument("--skip-latency", action="store_true", help="scheduling part only (for iterating on it)")
+    parser.add_argument("--sched-repeats", type=int, help="interleaved repeats of the burst runs (default 2)")
+    parser.add_argument(
+        "--apollo-tick-s",
+        type=float,
+        default=5.0,
+        help="APOLLO publishes a new snapshot generation this often during the runs (0 = never)",
+    )
+    return parser.parse_args(argv)
+
+
+def latency_part(args: argparse.Namespace, apollo: Any, workdir: Path, result: Json) -> None:
+    duration = args.duration or (4.0 if args.quick else 15.0)
+    warmup = 0.5 if args.quick else 2.0
+    tls = loopback_tls(workdir / "tls-latency", "apollo-extender")
+    cases = [
+        LatencyCase(1000),
+        LatencyCase(5000),
+        LatencyCase(1000, policy_pods=True),
+        LatencyCase(1000, tls=tls),
+    ]
+    if not args.quick:
+        cases.append(LatencyCase(1000, policy_mode="off"))
+    say(
+        f"part 1: /filter and /prioritize under closed-loop load from a separate process ({args.connections} "
+        f"keep-alive connections; gunicorn, {WORKERS} worker(s), production settings)"
+    )
+    by_case: Json = {}
+    for case in cases:
+        r = measure_latency(apollo, case, workdir, args.connections, warmup, duration)
+        print_latency(r, say)
+        by_case[case.label] = r
+    top, big = by_case["1000"], by_case["5000"]
+    result.update(
+        nodes=1000,
+        prioritize_client_p50_ms=top["client"]["prioritize"]["p50_ms"],
+        prioritize_client_p99_ms=top["client"]["prioritize"]["p99_ms"],
+        filter_client_p50_ms=top["client"]["filter"]["p50_ms"],
+        filter_client_p99_ms=top["client"]["filter"]["p99_ms"],
+        prioritize_client_p99_ms_5k=big["client"]["prioritize"]["p99_ms"],
+        filter_client_p99_ms_5k=big["client"]["filter"]["p99_ms"],
+        prioritize_p50_ms=top["server"]["prioritize"]["p50_ms"],
+        prioritize_p99_ms=top["server"]["prioritize"]["p99_ms"],
+        prioritize_p99_range_ms=top["server"]["prioritize"]["p99_range_ms"],
+        filter_p50_ms=top["server"]["filter"]["p50_ms"],
+        filter_p99_ms=top["server"]["filter"]["p99_ms"],
+        rps=top["rps"],
+        extender_cpu_ms_per_request=top["cpu_ms_per_request"]["extender"],
+        policy_lookups=by_case["1000-policy-pods"]["policy_lookups"],
+        prioritize_client_p99_ms_policy_pods=by_case["1000-policy-pods"]["client"]["prioritize"]["p99_ms"],
+        prioritize_client_p99_ms_https=by_case["1000-https"]["client"]["prioritize"]["p99_ms"],
+        latency_by_case=by_case,
+    )
+
+
+def scheduling_part(args: argparse.Namespace, apollo: Any, workdir: Path, result: Json) -> None:
+    nodes = args.sched_nodes or (100 if args.quick else 500)
+    pods = args.sched_pods or (200 if args.quick else 1000)
+    repeats = args.sched_repeats or 2
+    say(f"part 2: kube-scheduler throughput, {nodes} kwok nodes, {pods} pods per run")
+    tls = loopback_tls(workdir / "tls-sched", "apollo-extender")
+    sched = measure_scheduling(apollo, workdir, nodes, pods, repeats=repeats, drain=True, modes=True, tls=tls, say=say)
+    rate = {c.name: sched[c.name]["pods_per_s"] for c in HEADLINE}
+    drain = {c.name: sched[f"drain_{c.name}"]["bind_window_pods_per_s"] or 0.0 for c in HEADLINE}
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 3) if a and b else None
+
+    modes = {k.removeprefix("mode_"): v for k, v in sched.items() if k.startswith("mode_")}
+    result.update(
+        sched_nodes=nodes,
+        sched_pods=pods,
+        sched_repeats=repeats,
+        sched_pods_per_s_without=rate["without"],
+        sched_pods_per_s_noop_extender=rate["noop"],
+        sched_pods_per_s_with=rate["with"],
+        sched_throughput_ratio=ratio(rate["with"], rate["without"]),
+        sched_noop_extender_ratio=ratio(rate["noop"], rate["without"]),
+        sched_ratio_vs_noop=ratio(rate["with"], rate["noop"]),
+        drain_pods_per_s={k: v for k, v in drain.items()},
+        drain_throughput_ratio=ratio(drain["with"], drain["without"]),
+        drain_noop_extender_ratio=ratio(drain["noop"], drain["without"]),
+        drain_ratio_vs_noop=ratio(drain["with"], drain["noop"]),
+        nodelist_ratio_vs_noop=ratio(modes["with-nodelist"]["pods_per_s"], modes["noop-nodelist"]["pods_per_s"]),
+        https_ratio_vs_noop=ratio(modes["with-https"]["pods_per_s"], modes["noop-https"]["pods_per_s"]),
+        sched_policy_lookups=modes["with-policy-pods"]["extender"]["policy_lookups"],
+        sched=sched,
+    )
+
+
+def judge(result: Json) -> tuple[Json, dict[str, bool]]:
+    targets: Json = {}
+    met: dict[str, bool] = {}
+    for key, (op, bound) in TARGETS.items():
+        value = result.get(key)
+        if value is None:
+            continue
+        targets[key] = f"{op} {bound}"
+        met[key] = value <= bound if op == "<=" else value >= bound if op == ">=" else value > bound
+    return targets, met
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.monotonic()
+    result: Json = {
+        "quick": args.quick,
+        "cpus": os.cpu_count(),
+        "workers": WORKERS,
+        "apollo_tick_s": args.apollo_tick_s,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    if result["loadavg_at_start"][0] > 0.5:
+        say(f"note: the machine is not idle (load average {result['loadavg_at_start']}); see cpu_s_foreign below")
+    sched_nodes = 0 if args.skip_sched else args.sched_nodes or (100 if args.quick else 500)
+    with cleanup_on_sigterm(), tempfile.TemporaryDirectory(prefix="apollo-bench-extender-") as tmp:
+        workdir = Path(tmp)
+        apollo = start_bench_apollo(max(5000 if not args.skip_latency else 0, sched_nodes), args.apollo_tick_s, workdir)
+        try:
+            s = apollo.summary
+            say(
+                f"APOLLO: {s['nodes']} nodes, generation {s['generation']}, {s['overloaded']} predicted to overload, "
+                f"scores p10/p50/p90 {s['score_p10_p50_p90']}"
+            )
+            result["apollo_snapshot"] = s
+            if not args.skip_latency:
+                latency_part(args, apollo, workdir, result)
+            result["part1_wall_s"] = round(time.monotonic() - t0, 1)
+            if not args.skip_sched:
+                scheduling_part(args, apollo, workdir, result)
+        finally:
+            apollo.stop()
+    targets, met = judge(result)
+    result.update(targets=targets, targets_met=met, wall_s=round(time.monotonic() - t0, 1))
+    say(
+        "summary: "
+        + "; ".join(f"{k} {result[k]} ({targets[k]}: {'met' if met[k] else 'MISSED'})" for k in targets)
+        + "; "
+        + "; ".join(
+            f"{k} {result[k]}"
+            for k in (
+                "sched_throughput_ratio",
+                "sched_noop_extender_ratio",
+                "drain_throughput_ratio",
+                "nodelist_ratio_vs_noop",
+                "https_ratio_vs_noop",
+                "sched_policy_lookups",
+            )
+            if k in result
+        )
+        + f"; wall {result['wall_s']}s"
+    )
+    if args.json:
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+def run() -> None:
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: everything the benchmark started has been stopped", file=sys.stderr)
+        sys.exit(130)
