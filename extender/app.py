@@ -1,8 +1,8 @@
 """The extender's HTTP surface: filter, prioritize, health, readiness and metrics.
 
-The verbs themselves live in `extender.verbs` (bytes in, bytes out) and are served by the
-`VerbFastPath` WSGI layer in front of this Flask app; the Flask routes for them remain for requests
-the fast path passes on (no Content-Length). Probes, metrics and error bodies come from the shared
+The verbs themselves live in `extender.verbs` (bytes in, bytes out). Under gunicorn they are served
+by `extender.worker.VerbWorker` straight from the socket (the `RawRoutes` registered here); the Flask
+routes for them serve any other WSGI server (and the test client). Probes, metrics and error bodies come from the shared
 shell (`common.http`); nothing ever answers with a traceback.
 """
 
@@ -20,9 +20,9 @@ from common import kube
 from common.http import Readiness, install
 from extender.apollo_client import PolicyCache, Refresher, ResultReporter
 from extender.config import ExtenderSettings
-from extender.fast_path import VerbFastPath
 from extender.metrics import ExtenderMetrics, exposition
 from extender.verbs import ExtenderState, filter_verb, prioritize_verb, too_large_message
+from extender.worker import RAW_ROUTES, RawRoutes
 
 log = logging.getLogger("extender")
 _JSON = "application/json"
@@ -60,12 +60,14 @@ def create_app(
 
             ReservationWatcher(kube.api_client(settings.kubeconfig), state).start()
         if settings.watch_pods:
-            from extender.pod_watcher import PodWatcher
+            from extender.pod_watcher import BindingSink
+            from extender.shared_watch import SharedPodWatch
 
-            if core_v1 is None:
-                core_v1 = kube.core_v1(settings.kubeconfig)
-            watcher = PodWatcher(core_v1, state.ledger, state.first_seen, state.reporter.submit)
-            state.watcher = watcher.start()
+            def client() -> Any:
+                return core_v1 if core_v1 is not None else kube.core_v1(settings.kubeconfig)
+
+            sink = BindingSink(state.ledger, state.first_seen, state.reporter.submit)
+            state.watcher = SharedPodWatch(client, sink).start()
 
     def read_body() -> tuple[bytes, str]:
         try:
@@ -94,6 +96,8 @@ def create_app(
                 "snapshot_age_seconds": round(snap.age(), 3) if snap else None,
                 "last_refresh_error": state.store.last_error or None,
                 "hot_placements": len(state.ledger),
+                # "publisher": this worker runs the pod watch for all; "subscriber": it receives its lines.
+                "pod_watch": getattr(state.watcher, "role", None),
             },
         )
 
@@ -104,5 +108,17 @@ def create_app(
         return exposition(state.metrics)
 
     install(app, readiness=readiness, metrics=metrics_text, service="apollo-extender")
-    app.wsgi_app = VerbFastPath(app.wsgi_app, state)  # type: ignore[method-assign]
+    too_large = too_large_message(settings)
+    app.extensions[RAW_ROUTES] = RawRoutes(
+        handlers={
+            (b"POST", b"/filter"): lambda body: (
+                200,
+                filter_verb(state, body or b"", "" if body is not None else too_large),
+            ),
+            (b"POST", b"/prioritize"): lambda body: prioritize_verb(
+                state, body or b"", "" if body is not None else too_large
+            ),
+        },
+        max_body=settings.max_body_bytes,
+    )
     return app

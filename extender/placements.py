@@ -69,6 +69,11 @@ class PlacementLedger:
                 self._add(placement, 1.0)
             return True
 
+    def entries(self) -> list[tuple[str, Placement]]:
+        """Every binding held (uid, placement): what a newly connected worker is sent first."""
+        with self._lock:
+            return list(self._by_uid.items())
+
     def __contains__(self, uid: str) -> bool:
         return uid in self._by_uid
 

@@ -1,6 +1,8 @@
 """Watches pod bindings: feeds the hot-value ledger and reports results to APOLLO.
 
-An I/O adapter around the Kubernetes list+watch API; the bookkeeping lives in `PlacementLedger`.
+An I/O adapter around the Kubernetes list+watch API that hands each binding to a `BindingListener`;
+the bookkeeping lives in `PlacementLedger` (through `BindingSink`), and `extender.shared_watch` lets
+one watch serve every gunicorn worker.
 Events are read as raw JSON lines and parsed with orjson into plain dicts: the Python client's
 model objects cost about a millisecond per event, which at a burst of thousands of pod updates
 would take CPU from the request path. Most events (status updates of pods already counted) are
@@ -13,7 +15,8 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 
@@ -38,48 +41,85 @@ def bound_at(pod: dict[str, Any]) -> float:
     return time.time()
 
 
-class PodWatcher(BackgroundLoop):
-    """Records every newly bound pod once; reports those this extender had scored."""
+@dataclass(frozen=True)
+class Binding:
+    """A pod seen bound to a node: what the hot value counts and what a SchedulingResult reports."""
+
+    uid: str
+    namespace: str
+    name: str
+    placement: Placement
+
+
+class BindingListener(Protocol):
+    """Where a pod watch sends what it sees (a worker's own sink, or a fan-out to every worker)."""
+
+    def known(self, uid: str) -> bool: ...
+
+    def bound(self, binding: Binding) -> None: ...
+
+    def deleted(self, uid: str) -> None: ...
+
+
+class BindingSink:
+    """One worker's use of bindings: count each once (hot value); report the pods this worker scored."""
 
     def __init__(
         self,
-        core_v1: Any,
         ledger: PlacementLedger,
         seen: Callable[[str], float | None],
         report: Callable[[pb.SchedulingResult], None],
     ) -> None:
-        super().__init__("pod-binding-watcher", RELIST_BACKOFF_SECONDS)
-        self.core = core_v1
         self.ledger = ledger
         self.seen = seen
         self.report = report
+
+    def known(self, uid: str) -> bool:
+        return uid in self.ledger
+
+    def bound(self, binding: Binding) -> None:
+        if not self.ledger.record(binding.uid, binding.placement) or not binding.name:
+            return
+        first_seen = self.seen(binding.uid)
+        if first_seen is not None:
+            self.report(
+                pb.SchedulingResult(
+                    pod_uid=binding.uid,
+                    pod_name=binding.name,
+                    pod_namespace=binding.namespace,
+                    scheduled_node=binding.placement.node,
+                    success=True,
+                    scheduling_duration_ms=int((time.monotonic() - first_seen) * 1000),
+                )
+            )
+
+    def deleted(self, uid: str) -> None:
+        self.ledger.forget(uid)
+
+
+class PodWatcher(BackgroundLoop):
+    """Sends every newly bound pod, once, and every deletion to a `BindingListener`."""
+
+    def __init__(self, core_v1: Any, listener: BindingListener) -> None:
+        super().__init__("pod-binding-watcher", RELIST_BACKOFF_SECONDS)
+        self.core = core_v1
+        self.listener = listener
 
     def handle(self, event_type: str, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}
         uid = meta.get("uid") or ""
         if event_type == "DELETED":
-            self.ledger.forget(uid)
+            self.listener.deleted(uid)
             return
         node = (pod.get("spec") or {}).get("nodeName")
-        if not node or not uid or uid in self.ledger:
+        if not node or not uid or self.listener.known(uid):
             return  # most events are status updates of pods already counted: the cheap exit first
         try:
             demand = pod_demand(pod)
         except ValueError:
             return
-        if self.ledger.record(uid, Placement(node, demand.cpu_cores, demand.memory_bytes, bound_at(pod))):
-            first_seen = self.seen(uid)
-            if first_seen is not None:
-                self.report(
-                    pb.SchedulingResult(
-                        pod_uid=uid,
-                        pod_name=meta.get("name", ""),
-                        pod_namespace=meta.get("namespace", ""),
-                        scheduled_node=node,
-                        success=True,
-                        scheduling_duration_ms=int((time.monotonic() - first_seen) * 1000),
-                    )
-                )
+        placement = Placement(node, demand.cpu_cores, demand.memory_bytes, bound_at(pod))
+        self.listener.bound(Binding(uid, meta.get("namespace", ""), meta.get("name", ""), placement))
 
     def _events(self, resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
         resp = self.core.list_pod_for_all_namespaces(

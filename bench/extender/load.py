@@ -23,8 +23,7 @@ from typing import Any
 
 from bench.extender.fixtures import args_template
 from bench.extender.server_metrics import VERBS
-
-WORKER_HEADER = "X-Extender-Worker"  # which gunicorn worker answered a verb
+from extender.worker import WORKER_HEADER  # which gunicorn worker answered a verb
 
 Json = dict[str, Any]
 
