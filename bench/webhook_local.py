@@ -23,6 +23,7 @@ from webhook.config import WebhookSettings
 from webhook.registration import url_client_config, webhook_configuration
 
 DEFAULT_REGISTRATION = "apollo-webhook-local"
+CRD = Path(__file__).resolve().parents[1] / "manifests" / "crds" / "podmigration.yaml"
 
 
 def issue_tls(ca: CertificateAuthority, name: str) -> Tls:
@@ -108,6 +109,27 @@ def unregister(api_client: Any, name: str = DEFAULT_REGISTRATION) -> None:
             raise
 
 
+def install_crd(api_client: Any, timeout: float = 30.0) -> None:
+    """The PodMigration CRD from its manifest, waited for until Established (already installed is fine)."""
+    import yaml
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(api_client)
+    body = yaml.safe_load(CRD.read_text())
+    try:
+        ext.create_custom_resource_definition(body)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    def established() -> bool:
+        status = ext.read_custom_resource_definition(body["metadata"]["name"]).status
+        conditions = (status.conditions if status else None) or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_until(established, timeout, "the PodMigration CRD to be Established")
+
+
 def probe_pod(name: str = "") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -117,11 +139,14 @@ def probe_pod(name: str = "") -> dict[str, Any]:
     }
 
 
-def wait_effective(core: Any, namespace: str, timeout: float = 30.0) -> None:
-    """Until a dry-run create of an opted-in pod comes back with the checkpoint volume."""
+def wait_effective(core: Any, namespace: str, timeout: float = 30.0, *, registered: bool = True) -> None:
+    """Until a dry-run create of an opted-in pod comes back patched (or, `registered=False`, unpatched).
+
+    The API server picks up a (de)registration from its informer, a moment after the write.
+    """
 
     def patched() -> bool:
         out = core.create_namespaced_pod(namespace, probe_pod(), dry_run="All")
-        return any(v.name == "apollo-checkpoint" for v in out.spec.volumes or [])
+        return any(v.name == "apollo-checkpoint" for v in out.spec.volumes or []) == registered
 
-    wait_until(patched, timeout, "the API server to call the webhook")
+    wait_until(patched, timeout, f"the API server to {'call' if registered else 'stop calling'} the webhook")

@@ -94,6 +94,7 @@ def admit(state: WebhookState, body: bytes, rejected: str = "") -> tuple[int, by
             state.policy,
             operation=request.operation,
             migrations_synced=state.index.synced,
+            owned=True,
         )
         if decision.claim is not None and not request.dry_run and state.claims is not None:
             state.claims.submit(decision.claim)

@@ -127,8 +127,12 @@ def decide(
     *,
     operation: str = "CREATE",
     migrations_synced: bool = True,
+    owned: bool = False,
 ) -> Decision:
-    """What to do with `pod`, created in `namespace`, given the namespace's active migrations."""
+    """What to do with `pod`, created in `namespace`, given the namespace's active migrations.
+
+    With `owned`, `pod` is patched in place (the caller decoded it for this call and keeps no other use).
+    """
     decision = Decision()
     if operation != "CREATE":
         decision.skip(Skip.NOT_CREATE, f"{operation} requests are not patched; the pod is admitted unchanged")
@@ -146,7 +150,7 @@ def decide(
     if not selected and migration is None:
         decision.skip(Skip.NOT_SELECTED)
         return decision
-    builder = PatchBuilder(pod)
+    builder = PatchBuilder(pod, owned=owned)
     attach = selected or (migration is not None and bool(migration.status.checkpoint_pvc))
     mounted = _mount_targets(builder, policy, decision) if attach else set()
     if migration is not None:

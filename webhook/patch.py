@@ -12,9 +12,10 @@ keys such as `apollo.io/migration`.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import orjson
 
 Json = dict[str, Any]
 Path = Sequence[str | int]
@@ -35,22 +36,37 @@ def _has(node: Any, token: str | int) -> bool:
     return isinstance(node, list) and isinstance(token, int) and 0 <= token < len(node)
 
 
-class PatchBuilder:
-    """Records operations on a private copy of `document`; `ops` is the patch, `document` the result."""
+def _snapshot(value: Any) -> Any:
+    """An independent copy of JSON data: an orjson round trip is ~20x faster than copy.deepcopy."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return orjson.loads(orjson.dumps(value))
 
-    def __init__(self, document: Mapping[str, Any]) -> None:
-        self.document: Json = copy.deepcopy(dict(document))
+
+class PatchBuilder:
+    """Records operations on a working copy of `document`; `ops` is the patch, `document` the result.
+
+    `owned=True` lets the builder patch `document` itself (the caller just decoded it and will not read
+    the original again): copying a pod is what admission would otherwise spend most of its time on.
+    Each operation's value is a snapshot, so later operations inside a value added earlier (an append
+    into a list the patch created) cannot change what the earlier operation says.
+    """
+
+    def __init__(self, document: Mapping[str, Any], *, owned: bool = False) -> None:
+        self.document: Json = document if owned and isinstance(document, dict) else _snapshot(dict(document))
         self.ops: list[Json] = []
 
     # ---- reading the working copy ----------------------------------------------------------------
     def get(self, path: Path, default: Any = None) -> Any:
+        """The value at `path`, or `default` when it is missing or null."""
         node: Any = self.document
-        for token in path:
-            if not _has(node, token):
-                return default
-            node = node[token]
-            if node is None:
-                return default
+        try:
+            for token in path:
+                node = node[token]
+                if node is None:
+                    return default
+        except (KeyError, IndexError, TypeError):  # missing key, index past the end, or a key on a list
+            return default
         return node
 
     def _parent(self, path: Path) -> Any:
@@ -64,23 +80,25 @@ class PatchBuilder:
         """Make `path` hold `value`: replace it, add it, or add its first missing ancestor with it nested."""
         if not path:
             raise ValueError("cannot set the document root")
-        for depth in range(1, len(path)):
-            if self.get(path[:depth]) is None:
-                # path[:depth] is missing (or null): add it there with the rest of the path nested inside.
+        node: Any = self.document
+        for depth, token in enumerate(path[:-1]):
+            child = node.get(token) if isinstance(node, dict) else self.get(path[: depth + 1])
+            if child is None:
+                # path[:depth + 1] is missing (or null): add it there with the rest of the path nested inside.
                 nested: Any = value
-                for token in reversed(path[depth:]):
-                    if isinstance(token, int):
+                for inner in reversed(path[depth + 1 :]):
+                    if isinstance(inner, int):
                         raise ValueError(f"cannot create array element {pointer(path)}")
-                    nested = {token: nested}
-                self._add(path[: depth - 1], path[depth - 1], nested)
+                    nested = {inner: nested}
+                self._add(path[:depth], token, nested)
                 return
-        parent = self._parent(path)
+            node = child
         last = path[-1]
-        if _has(parent, last):
-            if parent[last] == value:
+        if _has(node, last):
+            if node[last] == value:
                 return
-            parent[last] = copy.deepcopy(value)
-            self.ops.append({"op": "replace", "path": pointer(path), "value": copy.deepcopy(value)})
+            node[last] = value
+            self.ops.append({"op": "replace", "path": pointer(path), "value": _snapshot(value)})
         else:
             self._add(path[:-1], last, value)
 
@@ -92,8 +110,8 @@ class PatchBuilder:
             return
         if not isinstance(current, list):
             raise ValueError(f"{pointer(path)} is not an array")
-        current.append(copy.deepcopy(value))
-        self.ops.append({"op": "add", "path": pointer([*path, "-"]), "value": copy.deepcopy(value)})
+        current.append(value)
+        self.ops.append({"op": "add", "path": pointer([*path, "-"]), "value": _snapshot(value)})
 
     def remove(self, path: Path) -> None:
         parent = self._parent(path)
@@ -104,5 +122,5 @@ class PatchBuilder:
         parent = self.get(parent_path) if parent_path else self.document
         if not isinstance(parent, dict) or not isinstance(key, str):
             raise ValueError(f"cannot add {key!r} under {pointer(parent_path)}")
-        parent[key] = copy.deepcopy(value)
-        self.ops.append({"op": "add", "path": pointer([*parent_path, key]), "value": copy.deepcopy(value)})
+        parent[key] = value
+        self.ops.append({"op": "add", "path": pointer([*parent_path, key]), "value": _snapshot(value)})

@@ -2,7 +2,7 @@
 
 The webhook runs as deployed (`apollo-webhook`: gunicorn, 2 workers, TLS from certificate files signed by
 the cluster's CA) and is registered with the `MutatingWebhookConfiguration` its settings produce (URL +
-CA bundle, matchConditions, Ignore, NoneOnDryRun, IfNeeded). Pods come from the real controllers
+CA bundle, objectSelector, Ignore, NoneOnDryRun, IfNeeded). Pods come from the real controllers
 (Deployment -> ReplicaSet, Job), so the AdmissionReviews are what a cluster sends. There is no volume
 provisioner here: each test pre-creates a hostPath PersistentVolume bound to the claim name the webhook
 must choose, so the claim binds and the pods really schedule and run (kwok plays kubelet).
@@ -17,11 +17,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from apollo_api.podmigration import (
@@ -35,31 +33,12 @@ from apollo_api.podmigration import (
     Phase,
 )
 from apolloctl.cluster import COMPLETE_ANNOTATION
-from bench.webhook_local import LocalWebhook, unregister, wait_effective
+from bench.webhook_local import LocalWebhook, install_crd, unregister, wait_effective
 from tests.conftest import ClusterHandle
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
-CRD = Path(__file__).resolve().parents[2] / "manifests" / "crds" / "podmigration.yaml"
 REGISTRATION = "apollo-webhook-e2e"
-
-
-def install_crd(api: Any) -> None:
-    """The PodMigration CRD, from the manifest, waited for until Established (already there is fine)."""
-    ext = client.ApiextensionsV1Api(api)
-    body = yaml.safe_load(CRD.read_text())
-    try:
-        ext.create_custom_resource_definition(body)
-    except client.ApiException as exc:
-        if exc.status != 409:
-            raise
-
-    def established() -> bool:
-        status = ext.read_custom_resource_definition(body["metadata"]["name"]).status
-        conditions = (status.conditions if status else None) or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    wait_for(established, 30, what="the PodMigration CRD to be Established")
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +155,7 @@ def test_opted_in_deployment_pods_get_the_workload_claim(
             },
         },
     )
-    # Not opted in: the API server must not even send these (matchConditions).
+    # Not opted in: the API server must not even send these (objectSelector).
     cluster.core.create_namespaced_pod(
         namespace,
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"}, "spec": {"containers": [_container("x")]}},

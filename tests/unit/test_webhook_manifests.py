@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from webhook.config import load_settings
-from webhook.registration import match_conditions, service_client_config, webhook_configuration
+from webhook.registration import service_client_config, webhook_configuration
 
 ROOT = Path(__file__).resolve().parents[2] / "manifests" / "webhook"
 
@@ -33,7 +33,7 @@ def test_registration_matches_the_deployed_settings(tmp_path: Path) -> None:
     assert hook["reinvocationPolicy"] == "IfNeeded" and hook["timeoutSeconds"] <= 5
     assert hook["rules"][0]["operations"] == ["CREATE"] and hook["rules"][0]["resources"] == ["pods"]
     assert "apollo-system" in hook["namespaceSelector"]["matchExpressions"][0]["values"]
-    assert hook["matchConditions"] == match_conditions(settings)
+    assert hook["objectSelector"] == {"matchLabels": {settings.opt_in_label: settings.opt_in_value}}
 
 
 def test_deployment_serves_tls_from_the_mounted_secret(tmp_path: Path) -> None:
