@@ -14,6 +14,7 @@ fake clock; :class:`LeaderElector` is the loop around it.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import secrets
@@ -27,10 +28,14 @@ from typing import Any
 from common.loops import BackgroundLoop
 from orchestrator.config import LeaderSettings
 from orchestrator.kube import ApiError, Kube
-from orchestrator.podinfo import rfc3339
 
 log = logging.getLogger("orchestrator.leader")
 Obj = dict[str, Any]
+
+
+def micro_time(epoch: float) -> str:
+    """A Lease's acquireTime/renewTime are MicroTime: exactly six fractional digits, or the API server refuses."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def default_identity() -> str:
@@ -77,7 +82,7 @@ def decide(
 ) -> Move:
     """The next move of candidate `identity` given the Lease as read (None: it does not exist)."""
     duration = max(1, round(settings.lease_duration_seconds))
-    stamp = rfc3339(now_wall)
+    stamp = micro_time(now_wall)
     if lease is None:
         body = {
             "apiVersion": "coordination.k8s.io/v1",
@@ -214,7 +219,7 @@ class LeaderElector(BackgroundLoop):
             lease = self.kube.read_lease(ns, name)
             if lease is not None and _record(lease)[0] == self.identity:
                 spec = dict(lease.get("spec") or {})
-                spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=rfc3339(self.wall()))
+                spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=micro_time(self.wall()))
                 self.kube.replace_lease(ns, name, {**lease, "spec": spec})
                 log.info("released the lease", extra={"identity": self.identity})
         except ApiError as exc:

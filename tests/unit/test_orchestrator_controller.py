@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -603,6 +604,8 @@ LEASE = LeaderSettings(lease_duration_seconds=15, renew_deadline_seconds=10, ret
 def test_decide_creates_renews_waits_and_takes_over_by_local_observation() -> None:
     move = decide(None, "me", Observation(), 100.0, 1e9, LEASE, "ns", "l")
     assert move.action == "create" and move.body and move.body["spec"]["holderIdentity"] == "me"
+    # MicroTime: the API server refuses anything but six fractional digits.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", move.body["spec"]["renewTime"])
     theirs: Obj = {
         "metadata": {"resourceVersion": "5"},
         "spec": {"holderIdentity": "them", "renewTime": "t1", "leaseDurationSeconds": 15, "leaseTransitions": 2},
