@@ -61,6 +61,7 @@ from apollo.core.forecasting.intervals import ErrorBuffer, empirical_offsets, fa
 from apollo.core.forecasting.params import BankConfig, ForecastParams, validate_quantiles
 from apollo.core.forecasting.results import ForecastResult, Membership, UpdateResult
 from apollo.core.forecasting.seasonality import SeasonDetector
+from common.settings import ConfigError, int_range
 
 __all__ = [
     "BankConfig",
@@ -97,12 +98,10 @@ class SeriesBank:
     ) -> None:
         self.config = config or BankConfig()
         self.params = params or ForecastParams()
-        if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        int_range(1, 10**6)("horizon", horizon)
         if self.config.season_length > 1 and horizon > self.config.season_length:
-            raise ValueError(f"horizon ({horizon}) must not exceed season_length ({self.config.season_length})")
-        if not isinstance(start_tick, int) or isinstance(start_tick, bool) or start_tick < 0:
-            raise ValueError(f"start_tick must be a non-negative integer, got {start_tick!r}")
+            raise ConfigError(f"horizon ({horizon}) must not exceed season_length ({self.config.season_length})")
+        int_range(0, 2**62)("start_tick", start_tick)
         self.horizon = horizon
         self.quantiles = validate_quantiles(tuple(quantiles))
         self._levels = np.array(self.quantiles)
