@@ -601,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pods", type=int, default=0, help="pods per creation run (part 2)")
     parser.add_argument("--repeats", type=int, default=0, help="creation runs per configuration (part 2)")
     parser.add_argument("--migrations", type=int, default=20, help="active PodMigrations the webhook holds")
+    parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (default: the webhook's own)")
     args = parser.parse_args(argv)
     duration = args.duration or (6.0 if args.quick else 20.0)
     pods = args.pods or (200 if args.quick else 1000)
@@ -619,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
             core = client.CoreV1Api(api)
             prepare(cluster, api, core, args.migrations)
             assert cluster.ca is not None
-            hook = LocalWebhook(Path(tmp) / "webhook.log", cluster.ca, cluster.kubeconfig)
+            overrides = {"server": {"workers": args.workers}} if args.workers else {}
+            hook = LocalWebhook(Path(tmp) / "webhook.log", cluster.ca, cluster.kubeconfig, overrides)
             hook.start()
             assert hook.service is not None
             hook.service.wait_ready(
@@ -656,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         "admit_errors": sum(lat["errors"].values()),
         "admit_connections": lat["connections"],
         "admit_mode": lat["mode"],
+        "webhook_workers": hook.settings.server.workers if hook else None,
         **({"capacity_rps": capacity["rps"], "capacity_client_p50_ms": capacity["client_p50_ms"]} if capacity else {}),
         **create,
         "quick": args.quick,

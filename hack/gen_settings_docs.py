@@ -35,6 +35,14 @@ SERVICES: list[tuple[str, str, str, str, str]] = [
         "The kube-scheduler extender (`apollo-extender`): how it serves the verbs and how it reaches APOLLO.",
     ),
     (
+        "webhook.md",
+        "webhook.config:WebhookSettings",
+        "WEBHOOK",
+        "Admission webhook settings",
+        "The mutating admission webhook (`apollo-webhook`): which pods it patches, the checkpoint claim it gives "
+        "them, how it steers migration replacements, and how it is served.",
+    ),
+    (
         "orchestrator.md",
         "orchestrator.config:OrchestratorSettings",
         "ORCHESTRATOR",
