@@ -319,7 +319,12 @@ class MigrationService:
                     failed.append((move.namespace, move.pod_name, f"not created: {exc.message}"))
             log.info(
                 "batch requested",
-                extra={"batch": batch_id, "node": request.source_node, "migrations_created": len(created), "user": user},
+                extra={
+                    "batch": batch_id,
+                    "node": request.source_node,
+                    "migrations_created": len(created),
+                    "user": user,
+                },
             )
         return BatchOutcome(batch_id, request, plan, tuple(created), tuple(failed))
 

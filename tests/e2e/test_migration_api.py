@@ -23,7 +23,7 @@ import orjson
 import pytest
 from kubernetes import client
 
-from apollo_api.podmigration import GROUP, PLURAL, VERSION, Phase
+from apollo_api.podmigration import CHECKPOINT_LABEL, GROUP, PLURAL, VERSION, Phase, checkpoint_claim_name
 from apolloctl.cluster.process import free_port
 from apolloctl.launch import Service, Tls, launch, script_path
 from bench.webhook_local import LocalWebhook, install_crd, unregister, wait_effective
@@ -108,6 +108,8 @@ def api(cluster: ClusterHandle, webhook: LocalWebhook) -> Iterator[Api]:
         "server": {"bind": f"127.0.0.1:{port}", "certfile": str(pair.cert), "keyfile": str(pair.key)},
         "leader": {"enabled": False},
         "caps": {"per_node": 2},
+        # The test pods report no checkpoint step: no need to wait for a resume report.
+        "resume_grace_seconds": 0,
     }
     log_path = local.logs_dir / "orchestrator-migration-api-e2e.log"
     service = launch(
@@ -165,6 +167,53 @@ def accounts(cluster: ClusterHandle, namespace: str) -> Accounts:
     )
 
 
+@pytest.fixture
+def volumes(cluster: ClusterHandle) -> Iterator[list[str]]:
+    """PersistentVolumes made for checkpoint claims (no provisioner runs locally), removed afterwards."""
+    made: list[str] = []
+    yield made
+    for name in made:
+        try:
+            cluster.core.delete_persistent_volume(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def checkpointed_pod(cluster: ClusterHandle, namespace: str, name: str, node: str, volumes: list[str]) -> None:
+    """A bare pod opted in to checkpointing: the webhook attaches its claim, pre-bound to a hostPath volume.
+
+    Opted-in pods are what the webhook handles, so their replacements get the target's affinity.
+    """
+    pv = f"pv-{uuid.uuid4().hex[:8]}"
+    claim = checkpoint_claim_name(name)
+    cluster.core.create_persistent_volume(
+        {
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": f"/tmp/apollo-e2e/{pv}", "type": "DirectoryOrCreate"},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        }
+    )
+    volumes.append(pv)
+    bare_pod(cluster, namespace, name, node, labels={CHECKPOINT_LABEL: "true"})
+
+    def bound() -> bool:
+        try:
+            return bool(cluster.core.read_namespaced_persistent_volume_claim(claim, namespace).status.phase == "Bound")
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    wait_for(bound, 60, what=f"checkpoint claim {claim} Bound")
+
+
 def bare_pod(
     cluster: ClusterHandle, namespace: str, name: str, node: str, labels: dict[str, str] | None = None
 ) -> None:
@@ -213,9 +262,9 @@ def wait_finished(api: Api, token: str, mid: str, timeout: float = 120.0) -> tup
 
 
 def test_seed_example_body_migrates_and_is_followed_with_get(
-    cluster: ClusterHandle, api: Api, accounts: Accounts, namespace: str, nodes: list[str]
+    cluster: ClusterHandle, api: Api, accounts: Accounts, namespace: str, nodes: list[str], volumes: list[str]
 ) -> None:
-    bare_pod(cluster, namespace, "training-job-0", nodes[0])
+    checkpointed_pod(cluster, namespace, "training-job-0", nodes[0], volumes)
     wait_running(cluster, namespace, "training-job-0")
     seed_body = (
         b'{"pod_name": "training-job-0", "pod_namespace": "%s", "source_node": "%s", '
@@ -237,6 +286,7 @@ def test_seed_example_body_migrates_and_is_followed_with_get(
     assert {"captured", "evicted", "running"} <= set(steps)
     assert details["duration"] is not None and details["duration"] > 0
     assert [c["name"] for c in details["container_states"]] == ["main"]
+    assert details["pv_claim_name"] == "training-job-0-ckpt" and details["checkpoint_path"]
     assert details["original_resources"]["cpu_usage"] == pytest.approx(0.1)
 
     code, short = api.call("GET", f"/api/v1/migrations/{mid}/status", token=accounts.migrator)
@@ -385,9 +435,15 @@ def test_batch_moves_three_pods_off_a_node_two_at_a_time(
 
 
 def test_apolloctl_migrate_wait_shows_the_steps_and_exits_0(
-    cluster: ClusterHandle, api: Api, accounts: Accounts, namespace: str, nodes: list[str], tmp_path: Path
+    cluster: ClusterHandle,
+    api: Api,
+    accounts: Accounts,
+    namespace: str,
+    nodes: list[str],
+    volumes: list[str],
+    tmp_path: Path,
 ) -> None:
-    bare_pod(cluster, namespace, "cli-0", nodes[1])
+    checkpointed_pod(cluster, namespace, "cli-0", nodes[1], volumes)
     wait_running(cluster, namespace, "cli-0")
     token_file = tmp_path / "token"
     token_file.write_text(accounts.migrator)
