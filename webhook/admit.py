@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import orjson
 
+from apollo_api.podmigration import PodMigration
 from common.errors import InvalidArgument, document_for
 from webhook.claims import ClaimCreator
 from webhook.config import WebhookSettings
+from webhook.match import about_to_replace, find_migration
 from webhook.metrics import WebhookMetrics
 from webhook.migrations import MigrationIndex
 from webhook.mutate import Decision, Policy, decide
@@ -74,6 +76,34 @@ def _record(state: WebhookState, request: AdmissionRequest, decision: Decision) 
         )
 
 
+def _migrations_for(state: WebhookState, request: AdmissionRequest) -> tuple[PodMigration, ...]:
+    """The namespace's active migrations, after a short wait when one of them is about to claim this pod."""
+    index = state.index
+    version = index.version
+    migrations = index.in_namespace(request.namespace)
+    wait_s = state.settings.migrations.phase_wait_ms / 1000
+    if (
+        wait_s <= 0
+        or request.operation != "CREATE"
+        or find_migration(request.pod, migrations) is not None
+        or not about_to_replace(request.pod, migrations)
+    ):
+        return migrations
+    deadline = time.monotonic() + wait_s
+    outcome = "timeout"
+    while (remaining := deadline - time.monotonic()) > 0 and index.wait_for_change(version, remaining):
+        version = index.version
+        migrations = index.in_namespace(request.namespace)
+        if find_migration(request.pod, migrations) is not None:
+            outcome = "matched"
+            break
+        if not about_to_replace(request.pod, migrations):
+            outcome = "gone"  # finished or cancelled meanwhile
+            break
+    state.metrics.phase_waits.labels(outcome).inc()
+    return migrations
+
+
 def admit(state: WebhookState, body: bytes, rejected: str = "") -> tuple[int, bytes]:
     """(HTTP status, body) for one POST /mutate; `rejected` is set when the body was refused unread."""
     started = time.perf_counter()
@@ -90,7 +120,7 @@ def admit(state: WebhookState, body: bytes, rejected: str = "") -> tuple[int, by
         decision = decide(
             request.pod,
             request.namespace,
-            state.index.in_namespace(request.namespace),
+            _migrations_for(state, request),
             state.policy,
             operation=request.operation,
             migrations_synced=state.index.synced,

@@ -24,6 +24,7 @@ from common.settings import (
     Validated,
     all_of,
     host_port,
+    in_range,
     int_range,
     load,
     non_empty,
@@ -180,6 +181,13 @@ class MigrationWatchSettings:
     )
     request_timeout_seconds: float = setting(
         10.0, "Deadline of the list call; the watch's read deadline is the watch timeout plus this.", positive()
+    )
+    phase_wait_ms: float = setting(
+        200.0,
+        "When a new pod belongs to a workload whose migration memory still shows before Evicting, admission "
+        "waits up to this long for the watch to deliver the phase (the orchestrator writes it before it "
+        "evicts, so the event is in flight). Only that pod waits; well under the 2 s webhook timeout. 0: never.",
+        in_range(0, 1000),
     )
 
 

@@ -47,6 +47,16 @@ def replacing(migration: PodMigration) -> bool:
     return migration.status.phase in Phase.REPLACING and not migration.deletion_timestamp
 
 
+def about_to_replace(pod: Mapping[str, Any], migrations: Iterable[PodMigration]) -> bool:
+    """A migration of this pod's workload is active but, as far as memory knows, not evicting yet.
+
+    The orchestrator writes the Evicting phase before it calls the Eviction API, so a replacement can
+    only be admitted after that write; if memory still shows an earlier phase, the watch event is in
+    flight and worth a short wait (see `migrations.phase_wait_ms`).
+    """
+    return any(m.active and not replacing(m) and _claims(m, pod) for m in migrations)
+
+
 def _claims(migration: PodMigration, pod: Mapping[str, Any]) -> bool:
     status, spec = migration.status, migration.spec
     meta = pod.get("metadata") or {}

@@ -23,6 +23,7 @@ class WebhookMetrics:
     skips: Counter
     errors: Counter
     claims: Counter
+    phase_waits: Counter
     active_migrations: Gauge
     migrations_synced: Gauge
 
@@ -64,6 +65,12 @@ class WebhookMetrics:
             claims=Counter(
                 "apollo_webhook_claims_total",
                 "Checkpoint claim creations, by outcome (created, exists, failed, dropped)",
+                ["outcome"],
+                registry=r,
+            ),
+            phase_waits=Counter(
+                "apollo_webhook_phase_waits_total",
+                "Admissions that waited for a migration's Evicting phase, by outcome (matched, gone, timeout)",
                 ["outcome"],
                 registry=r,
             ),

@@ -28,10 +28,21 @@ class MigrationIndex:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._by_ns: dict[str, dict[str, PodMigration]] = {}
+        self.version = 0  # bumped on every change, so a reader can wait for the next one
         self.synced = False
         self.crd_missing = False
         self.last_error = ""
+
+    def _bump(self) -> None:
+        self.version += 1
+        self._changed.notify_all()
+
+    def wait_for_change(self, since: int, timeout: float) -> bool:
+        """Block until `version` moves past `since` (True) or `timeout` seconds pass (False)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.version != since, timeout)
 
     def replace(self, migrations: list[PodMigration]) -> None:
         by_ns: dict[str, dict[str, PodMigration]] = {}
@@ -43,6 +54,7 @@ class MigrationIndex:
             self.synced = True
             self.crd_missing = False
             self.last_error = ""
+            self._bump()
 
     def apply(self, event_type: str, migration: PodMigration) -> None:
         with self._lock:
@@ -55,12 +67,14 @@ class MigrationIndex:
                 self._by_ns[migration.namespace] = current
             else:
                 self._by_ns.pop(migration.namespace, None)
+            self._bump()
 
     def mark_crd_missing(self) -> None:
         with self._lock:
             self._by_ns = {}
             self.synced = True
             self.crd_missing = True
+            self._bump()
 
     def in_namespace(self, namespace: str) -> tuple[PodMigration, ...]:
         """The namespace's active migrations; each namespace's dict is replaced, never mutated, so no copy."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import threading
+import time
 from typing import Any
 
 import jsonpatch
@@ -480,3 +482,37 @@ def test_probes_and_metrics(hook: Webhook) -> None:
     assert "apollo_webhook_admission_seconds_count 1.0" in text
     assert 'apollo_webhook_mutations_total{kind="checkpoint_volume"} 1.0' in text
     assert "apollo_webhook_migrations_synced 1.0" in text
+
+
+# ---- a replacement admitted before the watch delivered the Evicting phase ---------------------------------
+
+
+def test_replacement_waits_briefly_for_the_evicting_phase() -> None:
+    hook = Webhook(migrations={"phase_wait_ms": 1000})
+    owner = ("Job", "prep", JOB_UID)
+    capturing = migration("m", pod_name="prep-2-a", owner=owner, index="2", target="n2", phase="Capturing")
+    hook.migrations(capturing)
+    evicting = migration("m", pod_name="prep-2-a", owner=owner, index="2", target="n2")
+    timer = threading.Timer(0.1, hook.state.index.apply, ("MODIFIED", evicting))
+    timer.start()
+    started = time.monotonic()
+    _, patched, _ = hook.admit(job_pod(index=2))
+    waited = time.monotonic() - started
+    timer.join()
+    assert patched["metadata"]["annotations"][MIGRATION_ANNOTATION] == "m"
+    assert 0.05 < waited < 0.9, waited
+    assert hook.metric("apollo_webhook_phase_waits_total", outcome="matched") == 1
+
+
+def test_phase_wait_is_bounded_and_only_for_the_migrating_workload() -> None:
+    hook = Webhook(migrations={"phase_wait_ms": 150})
+    owner = ("Job", "prep", JOB_UID)
+    hook.migrations(migration("m", pod_name="prep-2-a", owner=owner, index="2", phase="Capturing"))
+    started = time.monotonic()
+    _, other, _ = hook.admit(job_pod(index=3))  # another index of the Job: not waited for
+    assert time.monotonic() - started < 0.1 and "affinity" not in other["spec"]
+    started = time.monotonic()
+    _, patched, _ = hook.admit(job_pod(index=2))
+    assert 0.14 < time.monotonic() - started < 1.0
+    assert MIGRATION_ANNOTATION not in patched["metadata"]["annotations"] and _volume(patched)
+    assert hook.metric("apollo_webhook_phase_waits_total", outcome="timeout") == 1
