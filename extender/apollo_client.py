@@ -24,6 +24,7 @@ from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 from common.loops import BackgroundLoop, ClosableQueue
 from extender.metrics import ExtenderMetrics
 from extender.podspec import PodDemand
+from extender.protocol import prepare
 from extender.ranking import PodPolicy
 from extender.snapshot import NodeEntry, Snapshot, SnapshotStore
 
@@ -101,7 +102,7 @@ class Refresher(BackgroundLoop):
             self.store.touch()
         else:
             try:
-                snap = snapshot_from_proto(reply)
+                snap = prepare(snapshot_from_proto(reply))  # replies' repeated parts encoded here, not per request
             except ValueError as exc:
                 self.metrics.snapshot_refresh_errors.labels("MALFORMED").inc()
                 if self.store.last_error != "MALFORMED":

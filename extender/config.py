@@ -26,9 +26,11 @@ class ExtenderSettings(Validated):
 
     server: ServerSettings = setting(
         ServerSettings,
-        "gunicorn: bind, workers, threads, TLS. Two workers: the GIL caps a worker at one core and concurrent "
+        "gunicorn: bind, workers, TLS. The worker class is extender.worker.VerbWorker (a thread per keep-alive "
+        "connection, so `threads` does not apply). Two workers: the GIL caps a worker at one core and concurrent "
         "callers would queue behind one another's verbs; kube-scheduler's own calls are serial and land on one "
-        "worker. Set workers to 1 where a single scheduler is the only caller; scale out with replicas.",
+        "worker. The pod watch is one per extender whatever the count (shared by the workers); scale out with "
+        "replicas.",
     )
     apollo_address: str = setting(
         "apollo.apollo-system.svc:50051", "APOLLO's gRPC address (the Service in manifests/apollo).", host_port()

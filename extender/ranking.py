@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import compress, repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,20 @@ class PodPolicy:
 
 
 @dataclass(frozen=True)
+class Scores:
+    """Prioritize's answer: a 0-10 score per requested node, with the snapshot rows it was computed on."""
+
+    names: list[str]
+    scores: list[int]
+    snapshot: Snapshot | None = None
+    rows: npt.NDArray[np.int64] | None = None
+    known: npt.NDArray[np.bool_] | None = None
+
+    def pairs(self) -> list[tuple[str, int]]:
+        return list(zip(self.names, self.scores, strict=True))
+
+
+@dataclass(frozen=True)
 class FilterOutcome:
     passed: list[str]
     failed: dict[str, str]
@@ -42,7 +56,7 @@ class FilterOutcome:
 
 @dataclass(frozen=True)
 class _Rows:
-    """The request's nodes as snapshot rows (-1 = unknown to APOLLO) and their hot value."""
+    """The request's nodes as snapshot rows (unknown to APOLLO: row 0, `known` False) and their hot value."""
 
     rows: npt.NDArray[np.int64]
     known: npt.NDArray[np.bool_]
@@ -50,19 +64,48 @@ class _Rows:
     hot_memory: FloatArray
 
 
-_NO_HOT = (0.0, 0.0)
+def node_rows(snapshot: Snapshot, names: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Snapshot rows of `names`, reused while consecutive requests list the same nodes.
+
+    kube-scheduler sends the same feasible set for pod after pod, and prioritize gets filter's answer:
+    comparing the list with the last one (C-level, about 20 us at 1,000 names) is cheaper than looking
+    every name up again (about 140 us). The entry is one tuple, replaced atomically, so threads share it.
+    """
+    last = snapshot.memo.get("rows")
+    if last is not None and last[0] == names:
+        return last[1], last[2]
+    found = np.fromiter(map(snapshot.index.get, names, repeat(-1)), dtype=np.int64, count=len(names))
+    rows, known = np.where(found >= 0, found, 0), found >= 0
+    snapshot.memo["rows"] = (names, rows, known)
+    return rows, known
+
+
+def hot_by_row(snapshot: Snapshot, hot: Mapping[str, tuple[float, float]]) -> tuple[FloatArray, FloatArray]:
+    """The hot value as two columns aligned with the snapshot's rows, rebuilt only when the ledger changes.
+
+    The ledger publishes a new immutable mapping per binding, so its identity says when to rebuild; the
+    rebuild costs O(nodes with recent bindings), and each request then gathers its rows in numpy instead
+    of looking every requested name up in the mapping.
+    """
+    last = snapshot.memo.get("hot")
+    if last is not None and last[0] is hot:
+        return last[1], last[2]
+    cpu, memory = np.zeros(len(snapshot)), np.zeros(len(snapshot))
+    for name, (c, m) in hot.items():
+        row = snapshot.index.get(name)
+        if row is not None:
+            cpu[row], memory[row] = c, m
+    snapshot.memo["hot"] = (hot, cpu, memory)
+    return cpu, memory
 
 
 def _rows(snapshot: Snapshot, names: list[str], hot: Mapping[str, tuple[float, float]]) -> _Rows:
-    index = snapshot.index
-    rows = np.fromiter(map(index.get, names, repeat(-1)), dtype=np.int64, count=len(names))
+    rows, known = node_rows(snapshot, names)
     if hot:
-        # One C-level lookup per requested name; looping over the ledger instead cost O(hot nodes).
-        pairs = np.array(list(map(hot.get, names, repeat(_NO_HOT))), dtype=np.float64).reshape(len(names), 2)
-        hot_cpu, hot_memory = pairs[:, 0], pairs[:, 1]
-    else:
-        hot_cpu = hot_memory = np.zeros(len(names))
-    return _Rows(np.where(rows >= 0, rows, 0), rows >= 0, hot_cpu, hot_memory)
+        cpu, memory = hot_by_row(snapshot, hot)
+        return _Rows(rows, known, cpu[rows], memory[rows])
+    zeros = np.zeros(len(names))
+    return _Rows(rows, known, zeros, zeros)
 
 
 def filter_nodes(
@@ -90,14 +133,16 @@ def filter_nodes(
     over &= r.known
     if demand.pinned_nodes:
         over &= np.fromiter((n not in demand.pinned_nodes for n in names), dtype=np.bool_, count=len(names))
+    drop = over.copy()
     unresolvable: dict[str, str] = {}
     if policy is not None and policy.infeasible:
-        unresolvable = {n: policy.infeasible[n] for n in names if n in policy.infeasible}
+        lacking = np.fromiter((n in policy.infeasible for n in names), dtype=np.bool_, count=len(names))
+        unresolvable = {names[i]: policy.infeasible[names[i]] for i in np.flatnonzero(lacking).tolist()}
+        over &= ~lacking  # unresolvable wins: preempting pods would not give the node what it lacks
+        drop |= lacking
     failed: dict[str, str] = {}
     for i in np.flatnonzero(over).tolist():
         name = names[i]
-        if name in unresolvable:
-            continue
         row = int(r.rows[i])
         if snapshot.overload[row]:
             failed[name] = f"APOLLO predicts overload: {snapshot.reasons.get(name) or 'upper forecast over threshold'}"
@@ -110,7 +155,7 @@ def filter_nodes(
                 f"predicted memory headroom {(mem_left[i] + demand.memory_bytes) / 2**20:.0f}Mi "
                 f"< request {demand.memory_bytes / 2**20:.0f}Mi"
             )
-    passed = [n for n in names if n not in failed and n not in unresolvable] if failed or unresolvable else list(names)
+    passed = list(compress(names, (~drop).tolist())) if drop.any() else list(names)
     if not passed and failed:
         return FilterOutcome(list(failed), {}, unresolvable, "all-filtered-by-load")
     return FilterOutcome(passed, failed, unresolvable)
@@ -122,13 +167,13 @@ def prioritize_nodes(
     names: list[str],
     hot: Mapping[str, tuple[float, float]],
     policy: PodPolicy | None,
-) -> list[tuple[str, int]]:
+) -> Scores:
     """0-10 per node: half APOLLO's score (per-pod when available), half this pod's predicted fit.
 
     The fit term subtracts the hot value, so consecutive pods in a burst see each other.
     """
     if snapshot is None:
-        return [(name, NEUTRAL_SCORE) for name in names]
+        return Scores(names, [NEUTRAL_SCORE] * len(names))
     r = _rows(snapshot, names, hot)
     base = np.where(r.known, snapshot.score[r.rows], 50.0)
     if policy is not None and policy.scores:
@@ -142,4 +187,4 @@ def prioritize_nodes(
     fit = np.clip(np.fmin(cpu_fit, mem_fit), 0.0, 1.0)  # fmin ignores a NaN side
     score100 = np.where(r.known & np.isfinite(fit), 0.5 * base + 50.0 * fit, base)
     scores = np.clip(np.rint(score100 / 10.0), 0, MAX_EXTENDER_SCORE).astype(np.int64)
-    return list(zip(names, scores.tolist(), strict=True))
+    return Scores(names, scores.tolist(), snapshot, r.rows, r.known)

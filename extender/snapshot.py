@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +59,9 @@ class Snapshot:
     # Local monotonic time the extender received it, for the age check.
     fetched_at: float = field(default_factory=time.monotonic)
     index: dict[str, int] = field(init=False, repr=False)
+    # Derived per-snapshot data the request path reuses (rows of the last node list, the hot value by row,
+    # encoded host names): built at most once per generation or per change, never compared or printed.
+    memo: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.names)

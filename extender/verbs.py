@@ -57,6 +57,7 @@ class ExtenderState:
     _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _seen_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_fallback_log: float = 0.0
+    _demands: dict[tuple[str, str], PodDemand] = field(default_factory=dict)
 
     def mark_seen(self, uid: str) -> None:
         if not uid:
@@ -66,6 +67,27 @@ class ExtenderState:
                 self._seen[uid] = time.monotonic()
                 if len(self._seen) > 100_000:
                     self._seen.popitem(last=False)
+
+    def demand_of(self, pod: dict[str, Any]) -> PodDemand:
+        """The pod's demand; filter's parse is reused by the prioritize call for the same pod version.
+
+        Keyed by UID and resourceVersion (a resized pod is a new version); a few entries are enough,
+        since kube-scheduler calls prioritize right after filter for one pod at a time.
+        """
+        meta = pod.get("metadata") or {}
+        key = (str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
+        cached = self._demands.get(key) if key[0] else None
+        if cached is not None:
+            return cached
+        try:
+            demand = pod_demand(pod)
+        except ValueError as exc:
+            raise ProtocolError(f"ExtenderArgs.Pod has an invalid resource request: {exc}") from None
+        if key[0]:
+            if len(self._demands) >= 64:
+                self._demands.clear()
+            self._demands[key] = demand
+        return demand
 
     def first_seen(self, uid: str) -> float | None:
         with self._seen_lock:
@@ -91,10 +113,7 @@ def wants_policy(mode: str, pod: dict[str, Any]) -> bool:
 def _context(
     state: ExtenderState, args: ExtenderArgs
 ) -> tuple[Snapshot | None, str, PodDemand, Mapping[str, tuple[float, float]], PodPolicy | None]:
-    try:
-        demand = pod_demand(args.pod)
-    except ValueError as exc:
-        raise ProtocolError(f"ExtenderArgs.Pod has an invalid resource request: {exc}") from None
+    demand = state.demand_of(args.pod)
     snap, reason = state.store.usable(state.settings.snapshot_max_age_seconds)
     hot = state.ledger.usage_since(snap.created_at - state.settings.hot_value_lag_seconds) if snap else {}
     policy = None

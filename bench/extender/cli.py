@@ -10,7 +10,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -52,7 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.extender", description=DESCRIPTION)
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--quick", action="store_true", help="shorter loads, 100 kwok nodes, 200 pods")
-    parser.add_argument("--connections", type=int, default=4, help="concurrent keep-alive client connections")
+    parser.add_argument(
+        "--connections", type=int, default=4, help="keep-alive connections of the concurrent-callers case"
+    )
     parser.add_argument("--duration", type=float, help="seconds of measured load per case (default 15, quick 4)")
     parser.add_argument("--sched-nodes", type=int, help="kwok nodes (default 500, quick 100)")
     parser.add_argument("--sched-pods", type=int, help="pods per run (default 1000, quick 200)")
@@ -63,9 +65,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--apollo-tick-s",
         type=float,
         default=5.0,
-        help="APOLLO publishes a new snapshot generation this often during the runs (0 = never)",
+        help="APOLLO ticks (and publishes a new snapshot generation) this often during the runs",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.apollo_tick_s <= 0:
+        parser.error("--apollo-tick-s must be > 0: APOLLO takes the nodes' capacity in at its next tick")
+    return args
 
 
 def latency_part(args: argparse.Namespace, apollo: Any, workdir: Path, result: Json) -> None:
@@ -77,16 +82,18 @@ def latency_part(args: argparse.Namespace, apollo: Any, workdir: Path, result: J
         LatencyCase(5000),
         LatencyCase(1000, policy_pods=True),
         LatencyCase(1000, tls=tls),
+        LatencyCase(1000, connections=args.connections),
     ]
     if not args.quick:
         cases.append(LatencyCase(1000, policy_mode="off"))
     say(
-        f"part 1: /filter and /prioritize under closed-loop load from a separate process ({args.connections} "
-        f"keep-alive connections; gunicorn, {WORKERS} worker(s), production settings)"
+        "part 1: /filter and /prioritize under closed-loop load from a separate process (one keep-alive "
+        f"connection as kube-scheduler calls, then {args.connections} concurrent ones; gunicorn, {WORKERS} "
+        "worker(s), production settings)"
     )
     by_case: Json = {}
     for case in cases:
-        r = measure_latency(apollo, case, workdir, args.connections, warmup, duration)
+        r = measure_latency(apollo, case, workdir, warmup, duration)
         print_latency(r, say)
         by_case[case.label] = r
     top, big = by_case["1000"], by_case["5000"]
@@ -104,6 +111,8 @@ def latency_part(args: argparse.Namespace, apollo: Any, workdir: Path, result: J
         filter_p50_ms=top["server"]["filter"]["p50_ms"],
         filter_p99_ms=top["server"]["filter"]["p99_ms"],
         rps=top["rps"],
+        rps_concurrent=by_case[f"1000-x{args.connections}"]["rps"],
+        prioritize_client_p99_ms_concurrent=by_case[f"1000-x{args.connections}"]["client"]["prioritize"]["p99_ms"],
         extender_cpu_ms_per_request=top["cpu_ms_per_request"]["extender"],
         policy_lookups=by_case["1000-policy-pods"]["policy_lookups"],
         prioritize_client_p99_ms_policy_pods=by_case["1000-policy-pods"]["client"]["prioritize"]["p99_ms"],
@@ -143,8 +152,67 @@ def scheduling_part(args: argparse.Namespace, apollo: Any, workdir: Path, result
         nodelist_ratio_vs_noop=ratio(modes["with-nodelist"]["pods_per_s"], modes["noop-nodelist"]["pods_per_s"]),
         https_ratio_vs_noop=ratio(modes["with-https"]["pods_per_s"], modes["noop-https"]["pods_per_s"]),
         sched_policy_lookups=modes["with-policy-pods"]["extender"]["policy_lookups"],
+        cost_model_ms_per_pod=cost_model(sched, pods),
         sched=sched,
     )
+
+
+def cost_model(sched: Json, pods: int) -> Json:
+    """Where one scheduling cycle's time goes, from the drain runs (pod creation off the critical path).
+
+    kube-scheduler binds pods one after another, so 1 / binding rate is the time of one cycle; the no-op
+    extender's extra time over no extender is what the protocol costs (two HTTP round trips, kube-scheduler's
+    JSON), ours over the no-op is what our extender adds, of which the server-side verb time and the CPU
+    our extender burnt per pod are measured directly.
+    """
+    cycle = {
+        c.name: round(1000.0 / rate, 3) if (rate := sched[f"drain_{c.name}"]["bind_window_pods_per_s"]) else None
+        for c in HEADLINE
+    }
+    ours = sched["drain_with"]
+    server = ours.get("extender", {}).get("server", {})
+    verbs_ms = sum((server.get(v) or {}).get("mean_ms") or 0.0 for v in ("filter", "prioritize"))
+    extender_cpu_s = ours["cpu"]["cpu_s_by_process"].get("extender", 0.0)
+    out: Json = {f"cycle_{k}": v for k, v in cycle.items()}
+    if all(cycle.values()):
+        out |= {
+            "protocol": round(cycle["noop"] - cycle["without"], 3),  # type: ignore[operator]
+            "ours_over_noop": round(cycle["with"] - cycle["noop"], 3),  # type: ignore[operator]
+        }
+    out |= {
+        "extender_server_verbs": round(verbs_ms, 3),
+        "extender_cpu_per_pod": round(1000.0 * extender_cpu_s / pods, 3),
+        "scheduler_cpu_per_pod": {
+            c.name: round(
+                1000.0 * sched[f"drain_{c.name}"]["cpu"]["cpu_s_by_process"].get("kube-scheduler", 0.0) / pods, 3
+            )
+            for c in HEADLINE
+        },
+    }
+    return out
+
+
+def with_apollo(
+    nodes: int,
+    tick_s: float,
+    workdir: Path,
+    result: Json,
+    key: str,
+    part: Callable[[argparse.Namespace, Any, Path, Json], None],
+    args: argparse.Namespace,
+) -> None:
+    """Run `part` against an APOLLO process that knows `nodes` nodes; stop it afterwards."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    apollo = start_bench_apollo(nodes, tick_s, workdir)
+    try:
+        s = result[key] = apollo.summary
+        say(
+            f"APOLLO: {s['nodes']} nodes, generation {s['generation']}, {s['overloaded']} predicted to overload, "
+            f"scores p10/p50/p90 {s['score_p10_p50_p90']}"
+        )
+        part(args, apollo, workdir, result)
+    finally:
+        apollo.stop()
 
 
 def judge(result: Json) -> tuple[Json, dict[str, bool]]:
@@ -171,24 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     if result["loadavg_at_start"][0] > 0.5:
         say(f"note: the machine is not idle (load average {result['loadavg_at_start']}); see cpu_s_foreign below")
-    sched_nodes = 0 if args.skip_sched else args.sched_nodes or (100 if args.quick else 500)
     with cleanup_on_sigterm(), tempfile.TemporaryDirectory(prefix="apollo-bench-extender-") as tmp:
         workdir = Path(tmp)
-        apollo = start_bench_apollo(max(5000 if not args.skip_latency else 0, sched_nodes), args.apollo_tick_s, workdir)
-        try:
-            s = apollo.summary
-            say(
-                f"APOLLO: {s['nodes']} nodes, generation {s['generation']}, {s['overloaded']} predicted to overload, "
-                f"scores p10/p50/p90 {s['score_p10_p50_p90']}"
+        if not args.skip_latency:
+            with_apollo(5000, args.apollo_tick_s, workdir / "part1", result, "apollo_snapshot", latency_part, args)
+        result["part1_wall_s"] = round(time.monotonic() - t0, 1)
+        if not args.skip_sched:
+            # APOLLO for the kwok nodes only: its ticks run beside kube-scheduler, at the size they would have.
+            nodes = args.sched_nodes or (100 if args.quick else 500)
+            with_apollo(
+                nodes, args.apollo_tick_s, workdir / "part2", result, "apollo_snapshot_sched", scheduling_part, args
             )
-            result["apollo_snapshot"] = s
-            if not args.skip_latency:
-                latency_part(args, apollo, workdir, result)
-            result["part1_wall_s"] = round(time.monotonic() - t0, 1)
-            if not args.skip_sched:
-                scheduling_part(args, apollo, workdir, result)
-        finally:
-            apollo.stop()
     targets, met = judge(result)
     result.update(targets=targets, targets_met=met, wall_s=round(time.monotonic() - t0, 1))
     say(
@@ -198,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(
             f"{k} {result[k]}"
             for k in (
+                "cost_model_ms_per_pod",
                 "sched_throughput_ratio",
                 "sched_noop_extender_ratio",
                 "drain_throughput_ratio",

@@ -1,7 +1,10 @@
 """Part 1: latency and rps of /filter and /prioritize under closed-loop load, and where the time goes.
 
-For each configuration (node count, per-pod policy, HTTP or HTTPS) a fresh extender is started as
-deployed, warmed, then loaded from a separate process (`bench.extender.load`). Reported:
+For each configuration (node count, per-pod policy, HTTP or HTTPS, connections) a fresh extender is
+started as deployed, warmed, then loaded from a separate process (`bench.extender.load`). The latency
+cases call the way kube-scheduler does, one scheduling loop on one keep-alive connection, filter then
+prioritize per pod, back to back; a throughput case adds concurrent callers (several schedulers or
+profiles) and reports rps and the queueing they cause. Reported:
 
 - client-side p50/p99, exact, socket to socket in the load process: what kube-scheduler waits, and the
   figure the targets are judged on;
@@ -47,10 +50,11 @@ class LatencyCase:
     policy_pods: bool = False  # every pod annotated: the extender asks APOLLO for its policy
     policy_mode: str = "annotated"  # the production default
     tls: Tls | None = None
+    connections: int = 1  # kube-scheduler's pattern: one scheduling loop, one call at a time
 
     @property
     def label(self) -> str:
-        parts = [f"{self.nodes}"]
+        parts = [f"{self.nodes}"] + ([f"x{self.connections}"] if self.connections != 1 else [])
         if self.policy_pods:
             parts.append("policy-pods")
         if self.policy_mode != "annotated":
@@ -107,9 +111,7 @@ def baselines(nodes: int, apollo: BenchApollo, budget_s: float) -> Json:
     }
 
 
-def measure_latency(
-    apollo: BenchApollo, case: LatencyCase, workdir: Path, connections: int, warmup_s: float, duration_s: float
-) -> Json:
+def measure_latency(apollo: BenchApollo, case: LatencyCase, workdir: Path, warmup_s: float, duration_s: float) -> Json:
     base = baselines(case.nodes, apollo, budget_s=0.6 if duration_s < 10 else 3.0)
     server = start_bench_extender(
         apollo, workdir / f"extender-{case.label}.log", nodes=case.nodes, policy_mode=case.policy_mode, tls=case.tls
@@ -119,7 +121,7 @@ def measure_latency(
     spec = LoadSpec(
         server.port,
         case.nodes,
-        connections,
+        case.connections,
         warmup_s,
         duration_s,
         workers=WORKERS,
@@ -164,7 +166,7 @@ def measure_latency(
         "policy_pods": case.policy_pods,
         "policy_mode": case.policy_mode,
         "transport": "https" if case.tls else "http",
-        "connections": connections,
+        "connections": case.connections,
         "duration_s": round(result["wall_s"], 2),
         "requests": completed,
         "errors": len(errors),

@@ -66,7 +66,7 @@ class BenchApollo:
 
 
 def apollo_settings(prometheus_url: str, tick_s: float) -> Json:
-    step = tick_s if tick_s > 0 else 3600.0  # 0 = never re-tick during the runs
+    step = tick_s
     return {
         "prometheus": {
             "url": prometheus_url,

@@ -418,3 +418,33 @@ def test_ledger_sums_incrementally_and_drops_what_apollo_has_sampled() -> None:
     ledger.record("e", Placement("n4", 1.0, 0.0, bound_at=131.0))
     assert len(ledger) == 3 and "old" not in ledger
     assert ledger.usage_since(105.0) == {"n1": (2.0, 1.0 * GiB), "n4": (2.0, 0.0)}
+
+
+def test_prioritize_reply_is_the_same_json_through_cached_rows_hot_values_and_encoded_names() -> None:
+    from extender.placements import PlacementLedger
+    from extender.protocol import encode_priorities, prepare
+    from extender.ranking import prioritize_nodes
+
+    snap = prepare(
+        Snapshot.from_entries(
+            generation=1,
+            created_at=time.time() - 5,
+            nodes={f"n{i}": _entry(10 * i, float(i)) for i in range(8)},
+        )
+    )
+    demand = pod_demand(_pod(cpu="500m"))
+    ledger = PlacementLedger()
+
+    def expected(names: list[str]) -> list[dict[str, Any]]:
+        scores = prioritize_nodes(snap, demand, names, ledger.usage_since(0), None)
+        return [{"Host": h, "Score": s} for h, s in scores.pairs()]
+
+    for names in (["n1", "n2", "n3"], ["n1", "n2", "n3"], ["n7", 'odd"name', "n0"], ["n5"], []):
+        hot = ledger.usage_since(0)
+        reply = encode_priorities(prioritize_nodes(snap, demand, names, hot, None))
+        assert orjson.loads(reply) == expected(names)
+    # A binding changes the hot value: the cached per-row columns follow the ledger, not the last request.
+    before = dict(prioritize_nodes(snap, demand, ["n6", "n4"], ledger.usage_since(0), None).pairs())
+    ledger.record("u", Placement("n6", 5.0, 0.0, time.time()))
+    after = dict(prioritize_nodes(snap, demand, ["n6", "n4"], ledger.usage_since(0), None).pairs())
+    assert after["n6"] < before["n6"] and after["n4"] == before["n4"]

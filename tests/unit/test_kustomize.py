@@ -17,6 +17,7 @@ MANIFESTS = ROOT / "manifests"
 # Object manifests deliberately outside the base, and why.
 NOT_IN_BASE = {
     "webhook/certificate.yaml": "needs cert-manager's CRDs; applied separately where cert-manager runs",
+    "extender/certificate.yaml": "needs cert-manager's CRDs; applied separately where cert-manager runs",
     "extender/scheduler-config.yaml": "a KubeSchedulerConfiguration file for kube-scheduler, not an API object",
 }
 
