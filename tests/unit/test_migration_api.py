@@ -879,3 +879,91 @@ def test_every_answer_validates_against_the_document(node_a: FakeCluster) -> Non
     check("get", "/health", "/health")
     big: Any = make_harness(node_a, ApiSettings(max_body_bytes=300)).post("/api/v1/migrations", {"reason": "x" * 400})
     validate(big.json, _response_schema(doc, "/api/v1/migrations", "post", big.status_code), doc)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KubernetesAccess against recorded review answers (the real reviews run in tests/e2e/test_migration_api.py)
+
+
+class _Reviews:
+    """Stands in for AuthenticationV1Api and AuthorizationV1Api: records requests, answers as told."""
+
+    def __init__(self, users: dict[str, Any], allowed: set[tuple[str, str, str]], fail: bool = False) -> None:
+        self.users = users
+        self.allowed = allowed
+        self.fail = fail
+        self.token_reviews: list[str] = []
+        self.access_reviews: list[Any] = []
+
+    def create_token_review(self, body: Any) -> Any:
+        from types import SimpleNamespace
+
+        if self.fail:
+            raise ConnectionRefusedError()
+        self.token_reviews.append(body.spec.token)
+        user = self.users.get(body.spec.token)
+        status = SimpleNamespace(
+            authenticated=user is not None, user=user, error=None if user else "invalid bearer token"
+        )
+        return SimpleNamespace(status=status)
+
+    def create_subject_access_review(self, body: Any) -> Any:
+        from types import SimpleNamespace
+
+        self.access_reviews.append(body.spec)
+        attrs = body.spec.resource_attributes
+        ok = (body.spec.user, attrs.verb, attrs.namespace or "") in self.allowed
+        return SimpleNamespace(status=SimpleNamespace(allowed=ok, reason="" if ok else "no RBAC rule"))
+
+
+def _access(reviews: _Reviews, now: list[float]) -> Any:
+    from types import SimpleNamespace
+
+    from orchestrator.api.auth import KubernetesAccess
+
+    access = KubernetesAccess(api_client=None, ttl_seconds=10.0, clock=lambda: now[0])
+    access._authn = reviews  # type: ignore[assignment]
+    access._authz = reviews  # type: ignore[assignment]
+    reviews.users.setdefault(
+        "alice-token", SimpleNamespace(username="alice", uid="u1", groups=["devs"], extra={"scope": ["a"]})
+    )
+    return access
+
+
+def test_kubernetes_access_reviews_tokens_and_actions_and_caches_answers() -> None:
+    now = [0.0]
+    reviews = _Reviews({}, {("alice", "create", "ns")})
+    access = _access(reviews, now)
+    user = access.authenticate("Bearer alice-token")
+    assert user == User(name="alice", uid="u1", groups=("devs",), extra=(("scope", ("a",)),))
+    access.authorize(user, "create", "ns")
+    with pytest.raises(PermissionDenied) as denied:
+        access.authorize(user, "delete", "ns", "m-1")
+    assert (
+        "alice" in denied.value.message
+        and "delete podmigrations.apollo.io 'm-1' in namespace 'ns'" in denied.value.message
+    )
+    assert "no RBAC rule" in denied.value.message
+    spec = reviews.access_reviews[0]
+    attrs = spec.resource_attributes
+    assert (attrs.group, attrs.resource, attrs.verb, attrs.namespace) == ("apollo.io", "podmigrations", "create", "ns")
+    assert spec.groups == ["devs"] and spec.extra == {"scope": ["a"]} and spec.uid == "u1"
+    # Within the TTL, neither review is asked again; after it, both are.
+    access.authenticate("Bearer alice-token")
+    access.authorize(user, "create", "ns")
+    assert (len(reviews.token_reviews), len(reviews.access_reviews)) == (1, 2)
+    now[0] = 11.0
+    access.authorize(access.authenticate("Bearer alice-token"), "create", "ns")
+    assert (len(reviews.token_reviews), len(reviews.access_reviews)) == (2, 3)
+
+
+def test_kubernetes_access_refuses_unknown_tokens_and_reports_an_unreachable_server() -> None:
+    from common.errors import Unavailable
+
+    now = [0.0]
+    access = _access(_Reviews({}, set()), now)
+    with pytest.raises(Unauthenticated, match="invalid bearer token"):
+        access.authenticate("Bearer who-knows")
+    down = _access(_Reviews({}, set(), fail=True), now)
+    with pytest.raises(Unavailable, match="ConnectionRefusedError"):
+        down.authenticate("Bearer alice-token")
