@@ -3,7 +3,7 @@
 Run::
 
     python -m bench.webhook --json           # full: 20 s paced load + 10 s closed loop; 1,000 pods x 3 repeats
-    python -m bench.webhook --json --quick   # under 60 s: 6 s paced load; 200 pods x 2 repeats
+    python -m bench.webhook --json --quick   # under 60 s: 5 s paced load; 150 pods x 2 repeats
 
 Human-readable lines first; with ``--json`` the LAST line is one JSON object: ``admit_p50_ms``,
 ``admit_p99_ms`` (client-side), ``create_pods_per_s_with``, ``create_pods_per_s_without``,
@@ -21,18 +21,7 @@ kube-scheduler, kwok, Prometheus), the PodMigration CRD with a set of active mig
 exactly as deployed (``apollo-webhook``: gunicorn, 2 gthread workers, TLS from files signed by the
 cluster's CA, its PodMigration watch and claim creator running).
 
-1. Latency. A SEPARATE process (spawned: it shares no GIL with the webhook) drives ``--connections``
-   keep-alive HTTPS connections with real AdmissionReviews in a mix: a Deployment's opted-in pod
-   (checkpoint claim patch), an Indexed Job pod that replaces an active migration (containers stripped,
-   claim, required affinity, annotation), an opted-in bare pod, and an already patched pod (a
-   re-invocation: no patch). Every answer is checked. The load is open loop at ``--rate`` requests/s
-   (default 300: above the rate at which this control plane creates pods at all, about 100-200/s, and
-   the API server calls the webhook once per opted-in pod), each request timed from its scheduled send
-   time, so waiting behind a slow one counts. The full run adds a closed-loop pass (back to back) for
-   capacity (``capacity_rps``). Reported: client-side p50 / p99 / p99.9 (exact, every request;
-   includes TLS, HTTP and the client's own Python), and the server-side p50 / p99 from the webhook's
-   histogram (bucket-interpolated, aggregated over workers).
-2. Create throughput through the API server. ``--pods`` opted-in pods created directly (8 threads,
+1. Create throughput through the API server. ``--pods`` opted-in pods created directly (8 threads,
    keep-alive HTTPS as the cluster admin), timed from the first create to the last response, with the
    webhook registered (``failurePolicy: Ignore``, objectSelector, ``clientConfig.url`` + CA bundle) and
    without it, interleaved and repeated (medians reported), pods deleted between runs. The pods are owned
@@ -40,6 +29,17 @@ cluster's CA, its PodMigration watch and claim creator running).
    claim, created once in the unmeasured warm-up) and name a scheduler that does not exist, so no
    scheduling or kubelet work mixes into what is measured. Every pod created in a "with" run must come
    back patched (``with_unpatched`` counts those that did not: an ignored failure would look fast).
+2. Latency. A SEPARATE process (spawned: it shares no GIL with the webhook) drives ``--connections``
+   keep-alive HTTPS connections with real AdmissionReviews in a mix: a Deployment's opted-in pod
+   (checkpoint claim patch), an Indexed Job pod that replaces an active migration (containers stripped,
+   claim, required affinity, annotation), an opted-in bare pod, and an already patched pod (a
+   re-invocation: no patch). Every answer is checked. The load is open loop (``admit_rate_rps``): by
+   default twice the fastest pod-creation rate part 1 measured, since the API server calls the webhook
+   once per opted-in pod it creates and so cannot ask faster; each request is timed from its scheduled
+   send time, so waiting behind a slow one counts. The full run adds a closed-loop pass (back to back)
+   for capacity (``capacity_rps``). Reported: client-side p50 / p99 / p99.9 (exact, every request;
+   includes TLS, HTTP and the client's own Python), and the server-side p50 / p99 from the webhook's
+   histogram (bucket-interpolated, aggregated over workers).
 
 Caveat: everything shares the machine's 2 cores, the load generator included, and so does whatever else
 runs on the machine; the CPU figures per pod are the stable part, the rates and the tail latency move
@@ -596,15 +596,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4, help="concurrent keep-alive connections (part 1)")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds of measured load (part 1)")
     parser.add_argument(
-        "--rate", type=float, default=300.0, help="requests per second of the open-loop load (part 1); 0: closed loop"
+        "--rate",
+        type=float,
+        default=-1.0,
+        help="requests/s of the open-loop load (part 1); default: twice the fastest pod creation measured in part 2; "
+        "0: closed loop",
     )
     parser.add_argument("--pods", type=int, default=0, help="pods per creation run (part 2)")
     parser.add_argument("--repeats", type=int, default=0, help="creation runs per configuration (part 2)")
     parser.add_argument("--migrations", type=int, default=20, help="active PodMigrations the webhook holds")
     parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (default: the webhook's own)")
     args = parser.parse_args(argv)
-    duration = args.duration or (6.0 if args.quick else 20.0)
-    pods = args.pods or (200 if args.quick else 1000)
+    duration = args.duration or (5.0 if args.quick else 20.0)
+    pods = args.pods or (150 if args.quick else 1000)
     repeats = args.repeats or (2 if args.quick else 3)
     started = time.monotonic()
     say(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
@@ -628,12 +632,6 @@ def main(argv: list[str] | None = None) -> int:
                 lambda body: body.get("active_migrations", 0) >= args.migrations, streak=6, what="migrations held"
             )
             say(f"cluster and webhook ready in {time.monotonic() - started:.1f}s")
-            lat = measure_latency(hook, args.connections, 2.0, duration, args.rate)
-            say(_latency_line(lat))
-            capacity: Json = {}
-            if not args.quick and args.rate > 0:
-                capacity = measure_latency(hook, args.connections, 2.0, duration / 2, 0.0)
-                say(_latency_line(capacity))
             say(f"pod creation through the API server ({pods} pods per run, {repeats} repeats, interleaved):")
             create = measure_creation(cluster, hook, api, core, pods, repeats, threads=8)
             say(
@@ -641,6 +639,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{create['create_pods_per_s_without']} without: ratio {create['create_throughput_ratio']} "
                 f"({create['with_unpatched']} pods left unpatched)"
             )
+            # The API server calls the webhook once per opted-in pod it creates, so it cannot ask faster than
+            # it creates pods: twice the fastest creation rate of this run is a load it will not exceed here.
+            fastest = max(r["pods_per_s"] for r in create["create_runs"])
+            rate = args.rate if args.rate >= 0 else round(2 * fastest)
+            lat = measure_latency(hook, args.connections, 1.0 if args.quick else 2.0, duration, rate)
+            say(_latency_line(lat))
+            capacity: Json = {}
+            if not args.quick and rate > 0:
+                capacity = measure_latency(hook, args.connections, 2.0, duration / 2, 0.0)
+                say(_latency_line(capacity))
         finally:
             with contextlib.suppress(Exception):
                 if hook is not None:
@@ -658,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         "admit_errors": sum(lat["errors"].values()),
         "admit_connections": lat["connections"],
         "admit_mode": lat["mode"],
+        "admit_rate_rps": lat["rate"],
         "webhook_workers": hook.settings.server.workers if hook else None,
         **({"capacity_rps": capacity["rps"], "capacity_client_p50_ms": capacity["client_p50_ms"]} if capacity else {}),
         **create,

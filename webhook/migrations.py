@@ -1,10 +1,9 @@
 """Active PodMigrations in memory, kept current by a list+watch: admission never asks the API server.
 
 `MigrationIndex` is the in-memory view (thread-safe, per namespace, active migrations only: a finished
-one can no longer claim a pod). `MigrationWatcher` is the I/O adapter: a `BackgroundLoop` that lists
-`podmigrations.apollo.io` across namespaces, then watches from the listing's resourceVersion, reading raw
-JSON lines with orjson (no client model objects), and lists again after the watch ends, expires (410) or
-fails. Until the first listing succeeds the index says it is not synced, which `/readyz` reports; when
+one can no longer claim a pod). `MigrationWatcher` is the I/O adapter: the shell's list-then-watch
+(`common.watch.ListWatch`: raw JSON, re-list on expiry or failure) over `podmigrations.apollo.io` across
+namespaces. Until the first listing succeeds the index says it is not synced, which `/readyz` reports; when
 the CRD is not installed no migration can exist, and the index says so and counts as synced.
 """
 
@@ -12,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-import orjson
-
 from apollo_api.podmigration import GROUP, PLURAL, VERSION, PodMigration
-from common.loops import BackgroundLoop
+from common.watch import ListWatch
 
 log = logging.getLogger("webhook.migrations")
 
@@ -86,8 +84,8 @@ class MigrationIndex:
             return sum(len(v) for v in self._by_ns.values())
 
 
-class MigrationWatcher(BackgroundLoop):
-    """Feeds a `MigrationIndex` from the API server (CustomObjectsApi, raw responses)."""
+class MigrationWatcher(ListWatch):
+    """Feeds a `MigrationIndex` from the API server: `common.watch.ListWatch` over podmigrations.apollo.io."""
 
     def __init__(
         self,
@@ -99,70 +97,30 @@ class MigrationWatcher(BackgroundLoop):
         request_timeout_seconds: float,
         on_event: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__("podmigration-watch", relist_backoff_seconds)
-        self.api = custom_objects
+        super().__init__(
+            "podmigration-watch",
+            partial(custom_objects.list_cluster_custom_object, GROUP, VERSION, PLURAL),
+            relist_backoff_seconds=relist_backoff_seconds,
+            watch_timeout_seconds=watch_timeout_seconds,
+            request_timeout_seconds=request_timeout_seconds,
+        )
         self.index = index
-        self.watch_timeout_seconds = watch_timeout_seconds
-        self.request_timeout_seconds = request_timeout_seconds
-        self.on_event = on_event or (lambda: None)
+        self.changed = on_event or (lambda: None)
 
-    def _list(self) -> tuple[list[PodMigration], str]:
-        raw = self.api.list_cluster_custom_object(
-            GROUP, VERSION, PLURAL, _preload_content=False, _request_timeout=self.request_timeout_seconds
-        )
-        listing = orjson.loads(raw.data)
-        items = [PodMigration.from_json(item) for item in listing.get("items") or []]
-        return items, str((listing.get("metadata") or {}).get("resourceVersion", ""))
+    def on_list(self, items: list[dict[str, Any]]) -> None:
+        self.index.replace([PodMigration.from_json(item) for item in items])
+        self.changed()
 
-    def _events(self, resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        resp = self.api.list_cluster_custom_object(
-            GROUP,
-            VERSION,
-            PLURAL,
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=self.watch_timeout_seconds,
-            _preload_content=False,
-            _request_timeout=(self.request_timeout_seconds, self.watch_timeout_seconds + self.request_timeout_seconds),
-        )
-        try:
-            buffer = b""
-            for chunk in resp.stream(65536):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        event = orjson.loads(line)
-                        yield str(event.get("type", "")), event.get("object") or {}
-                if self.stopping:
-                    return
-        finally:
-            resp.release_conn()
+    def on_event(self, event_type: str, obj: dict[str, Any]) -> None:
+        self.index.apply(event_type, PodMigration.from_json(obj))
+        self.changed()
 
-    def run_once(self) -> None:
-        """List, then follow the watch until it ends; the loop pauses briefly and lists again."""
-        try:
-            items, version = self._list()
-        except Exception as exc:
-            if getattr(exc, "status", None) == 404:
-                if not self.index.crd_missing:
-                    log.warning("PodMigration CRD not installed; no pod is treated as a replacement")
-                self.index.mark_crd_missing()
-                self.on_event()
-            else:
-                self.index.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning("listing PodMigrations failed; retrying", extra={"error": self.index.last_error})
-            return
-        self.index.replace(items)
-        self.on_event()
-        try:
-            for event_type, obj in self._events(version):
-                if event_type == "ERROR":
-                    return  # typically 410 Gone: the resourceVersion expired, list again
-                if event_type == "BOOKMARK":
-                    continue
-                self.index.apply(event_type, PodMigration.from_json(obj))
-                self.on_event()
-        except Exception as exc:  # the watch must survive API hiccups and idle read deadlines
-            log.info("PodMigration watch interrupted; listing again", extra={"error": f"{type(exc).__name__}: {exc}"})
+    def on_error(self, exc: Exception) -> bool:
+        if getattr(exc, "status", None) == 404:
+            if not self.index.crd_missing:
+                log.warning("PodMigration CRD not installed; no pod is treated as a replacement")
+            self.index.mark_crd_missing()
+            self.changed()
+            return True
+        self.index.last_error = self.last_error
+        return False
