@@ -202,6 +202,7 @@ def test_node_list_mode_over_https_as_the_manifests_deploy_it(
         # The filter answered with the NodeList it was given, minus the hot node; prioritize ranked idle first.
         assert placed == {"listed-0": idle, "listed-1": idle, "choice": medium}
         assert _counter(extender, "apollo_extender_request_seconds_count", verb="filter") >= 3
-        assert _counter(extender, "apollo_extender_request_seconds_count", verb="prioritize") >= 3
+        # kube-scheduler scores only when more than one node is feasible: not for "choice" after the filter.
+        assert _counter(extender, "apollo_extender_request_seconds_count", verb="prioritize") >= 2
         assert _counter(extender, "apollo_extender_request_errors_total") == 0
         cluster.delete_nodes([idle, medium, hot])
