@@ -267,3 +267,18 @@ def test_watcher_without_crd_is_synced_and_says_so() -> None:
 
 def test_settings_tree_builds_in_process() -> None:
     assert build(WebhookSettings, {}).claim == ClaimSettings()
+
+
+def test_review_response_warnings_are_short_and_few() -> None:
+    import base64
+
+    from webhook.review import MAX_WARNING_CHARS, MAX_WARNINGS, review_response
+
+    body = orjson.loads(review_response("u1", [{"op": "add", "path": "/a", "value": 1}], ["x" * 1000] * 40))
+    response = body["response"]
+    assert response["uid"] == "u1" and response["allowed"] is True and response["patchType"] == "JSONPatch"
+    assert orjson.loads(base64.b64decode(response["patch"])) == [{"op": "add", "path": "/a", "value": 1}]
+    assert len(response["warnings"]) == MAX_WARNINGS
+    assert all(len(w) <= MAX_WARNING_CHARS and w.endswith("...") for w in response["warnings"])
+    bare = orjson.loads(review_response("u2"))["response"]
+    assert bare == {"uid": "u2", "allowed": True}
