@@ -407,7 +407,7 @@ class Machine:
             return self._finish(
                 world, st, Phase.FAILED, "NothingToMigrate", "every container of the pod has completed: nothing to move"
             )
-        spec = podinfo.spec(pod)
+        spec = podinfo.unpinned_spec(pod)  # a pin an earlier migration left does not bind this one
         try:
             st.requests_before = podinfo.effective_requests(spec)
             st.requests_after = podinfo.effective_requests(spec, podinfo.not_migrating(containers))

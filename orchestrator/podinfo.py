@@ -12,8 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from apollo_api.podmigration import (
+    CHECKPOINT_STEP_ANNOTATION,
     JOB_INDEX_ANNOTATION,
     MIGRATION_ANNOTATION,
+    RESUMED_FROM_ANNOTATION,
     ContainerState,
     PodMigration,
     Resources,
@@ -22,6 +24,9 @@ from apollo_api.podmigration import (
 from common.quantity import parse_quantity
 
 Json = Mapping[str, Any]
+NODE_NAME_FIELD = "metadata.name"
+# Annotations that describe one incarnation of a pod, dropped when the orchestrator re-creates it.
+_INCARNATION_ANNOTATIONS = frozenset({MIGRATION_ANNOTATION, RESUMED_FROM_ANNOTATION, CHECKPOINT_STEP_ANNOTATION})
 
 # Metadata the API server owns or that belongs to one incarnation of a pod: never copied to a re-created pod.
 _SERVER_METADATA = (
@@ -183,10 +188,72 @@ def not_migrating(containers: Sequence[ContainerState]) -> frozenset[str]:
     return frozenset(c.name for c in containers if not c.migrate)
 
 
+def _pins_by_name(fields: Any) -> bool:
+    return any(f.get("key") == NODE_NAME_FIELD for f in fields or [])
+
+
+def unpinned_spec(pod: Json) -> dict[str, Any]:
+    """The pod's spec without the node affinity an earlier migration put on it.
+
+    A replacement (it carries MIGRATION_ANNOTATION) was steered by the webhook: a required
+    `metadata.name In [<its node>]` field requirement and preferred single-field terms on
+    `metadata.name`. The next move must neither inherit that pin (a bare pod is re-created from this
+    spec) nor be judged infeasible because of it. Any other affinity is the user's and stays.
+    """
+    s = copy.deepcopy(dict(spec(pod)))
+    if not annotations_of(pod).get(MIGRATION_ANNOTATION):
+        return s
+    affinity = s.get("affinity") or {}
+    node_affinity = affinity.get("nodeAffinity") or {}
+    here = node_of(pod)
+    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required:
+        terms = []
+        for term in required.get("nodeSelectorTerms") or []:
+            kept = [
+                f
+                for f in term.get("matchFields") or []
+                if not (f.get("key") == NODE_NAME_FIELD and f.get("operator") == "In" and f.get("values") == [here])
+            ]
+            term = {**term, "matchFields": kept} if kept else {k: v for k, v in term.items() if k != "matchFields"}
+            if term.get("matchExpressions") or term.get("matchFields"):
+                terms.append(term)
+        if terms:
+            node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {**required, "nodeSelectorTerms": terms}
+        else:
+            node_affinity.pop("requiredDuringSchedulingIgnoredDuringExecution", None)
+    preferred = node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution")
+    if preferred:
+        kept_pref = [
+            p
+            for p in preferred
+            if (p.get("preference") or {}).get("matchExpressions")
+            or not _pins_by_name((p.get("preference") or {}).get("matchFields"))
+            or len((p.get("preference") or {}).get("matchFields") or []) != 1
+        ]
+        if kept_pref:
+            node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = kept_pref
+        else:
+            node_affinity.pop("preferredDuringSchedulingIgnoredDuringExecution", None)
+    if node_affinity:
+        affinity["nodeAffinity"] = node_affinity
+    else:
+        affinity.pop("nodeAffinity", None)
+    if affinity:
+        s["affinity"] = affinity
+    else:
+        s.pop("affinity", None)
+    return s
+
+
 def bare_pod_template(pod: Json) -> dict[str, Any]:
-    """What re-creates a bare pod elsewhere: its metadata and spec without the node binding or server fields."""
+    """What re-creates a bare pod elsewhere: its metadata and spec without the node binding, server fields,
+    or the pin and annotation an earlier migration left."""
     m = {k: copy.deepcopy(v) for k, v in meta(pod).items() if k not in _SERVER_METADATA}
-    s = {k: copy.deepcopy(v) for k, v in spec(pod).items() if k != "nodeName"}
+    if m.get("annotations"):
+        # The old process's reports (where it resumed, what it checkpointed) must not pass for the new one's.
+        m["annotations"] = {k: v for k, v in m["annotations"].items() if k not in _INCARNATION_ANNOTATIONS}
+    s = {k: v for k, v in unpinned_spec(pod).items() if k != "nodeName"}
     return {"metadata": m, "spec": s}
 
 

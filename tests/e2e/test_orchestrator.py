@@ -246,7 +246,19 @@ def steps(m: PodMigration) -> dict[str, float]:
     return {k: t for k, v in m.status.steps.items() if (t := parse_time(v)) is not None}
 
 
-def deployment(name: str, namespace: str, cpu: str = "100m", labels: dict[str, str] | None = None) -> dict[str, Any]:
+def deploy(cluster: ClusterHandle, namespace: str, name: str, cpu: str = "100m") -> None:
+    """A one-replica Deployment opted in to checkpointing, with the volume its claim (<name>-ckpt) binds to.
+
+    Opted in, so the webhook handles its replacements (the webhook is only sent labelled pods) and pins
+    them to the target; an un-labelled pod's replacement goes wherever the scheduler likes, which the
+    orchestrator reports (TargetNotHonoured / ReturnedToSource) but cannot prevent.
+    """
+    host_path_pv(cluster, namespace, f"{name}-ckpt")
+    cluster.apps.create_namespaced_deployment(namespace, deployment(name, namespace, cpu))
+
+
+def deployment(name: str, namespace: str, cpu: str = "100m") -> dict[str, Any]:
+    labels = {"apollo.io/checkpoint": "true"}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -255,7 +267,7 @@ def deployment(name: str, namespace: str, cpu: str = "100m", labels: dict[str, s
             "replicas": 1,
             "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": name, **(labels or {})}},
+                "metadata": {"labels": {"app": name, **labels}},
                 "spec": {"nodeSelector": {"pool": namespace}, "containers": [container("main", cpu)]},
             },
         },
@@ -355,12 +367,8 @@ def test_a_job_without_the_disruption_rule_is_warned_about(
     assert rule.status == "False" and "backoffLimit" in rule.message
     warnings = [e for e in events_for(cluster, namespace, "PodMigration", name) if e.reason == "JobCountsEviction"]
     assert warnings and warnings[0].type == "Warning"
-    # What the warning is about: without the rule the Job controller counted the eviction as a failure.
-    wait_for(
-        lambda: (cluster.batch.read_namespaced_job("norule", namespace).status.failed or 0) >= 1,
-        30,
-        what="the Job to count the evicted pod as failed",
-    )
+    # (kwok deletes an evicted pod without ever reporting it Failed, so the Job's failed count cannot show
+    # here what a kubelet's terminated pod would make the Job controller count.)
 
 
 def test_a_single_replica_deployment_pod_migrates_where_the_orchestrator_suggests(
@@ -368,7 +376,7 @@ def test_a_single_replica_deployment_pod_migrates_where_the_orchestrator_suggest
 ) -> None:
     stack.leader()
     nodes = pool(cluster, namespace, 3)
-    cluster.apps.create_namespaced_deployment(namespace, deployment("web", namespace))
+    deploy(cluster, namespace, "web")
     original = wait_for(lambda: running_pod(cluster, namespace, "app=web"), 60, what="the web pod running")
     name = migrate(cluster, namespace, original.metadata.name)
     m = finished(cluster, namespace, name)
@@ -377,7 +385,7 @@ def test_a_single_replica_deployment_pod_migrates_where_the_orchestrator_suggest
     new = cluster.core.read_namespaced_pod(m.status.replacement_pod, namespace)
     assert new.spec.node_name == m.status.suggested_node  # the webhook's preferred affinity, honoured
     assert (m.status.owner_kind, m.status.owner_name) == ("Deployment", "web")
-    assert "no checkpoint to resume" in m.status.message
+    assert m.status.checkpoint_pvc == "web-ckpt" and "resume point not reported" in m.status.message
 
 
 def test_a_bare_pod_is_re_created_on_the_target_and_resumes_from_its_checkpoint(
@@ -439,7 +447,7 @@ def test_a_disruption_budget_delays_the_migration_then_allows_it(
 ) -> None:
     leader = stack.leader()
     pool(cluster, namespace)
-    cluster.apps.create_namespaced_deployment(namespace, deployment("guarded", namespace))
+    deploy(cluster, namespace, "guarded")
     cluster.policy.create_namespaced_pod_disruption_budget(
         namespace,
         {
@@ -474,7 +482,7 @@ def test_a_reserved_target_is_not_taken_by_a_pod_created_during_the_migration(
 ) -> None:
     stack.leader()
     a, b = pool(cluster, namespace, cpu="1")  # room for exactly one 1-core pod each
-    cluster.apps.create_namespaced_deployment(namespace, deployment("big", namespace, cpu="1"))
+    deploy(cluster, namespace, "big", cpu="1")
     cluster.policy.create_namespaced_pod_disruption_budget(
         namespace,
         {
@@ -522,7 +530,7 @@ def test_killed_between_the_eviction_and_the_rescheduling_the_migration_still_fi
 ) -> None:
     leader = stack.leader()
     a, b = pool(cluster, namespace)
-    cluster.apps.create_namespaced_deployment(namespace, deployment("phoenix", namespace))
+    deploy(cluster, namespace, "phoenix")
     original = wait_for(lambda: running_pod(cluster, namespace, "app=phoenix"), 60, what="the pod running")
     target = b if original.spec.node_name == a else a
     name = migrate(cluster, namespace, original.metadata.name, targetNode=target)
@@ -574,7 +582,7 @@ def test_a_second_replica_never_acts_while_the_first_holds_the_lease(
     state = standby.wait_ready(lambda b: b.get("lease_holder") not in ("", None), timeout=30, what="standby")
     assert state["leader"] is False and state["lease_holder"] == (first.probe() or {}).get("identity")
     pool(cluster, namespace)
-    cluster.apps.create_namespaced_deployment(namespace, deployment("duo", namespace))
+    deploy(cluster, namespace, "duo")
     original = wait_for(lambda: running_pod(cluster, namespace, "app=duo"), 60, what="the pod running")
     name = migrate(cluster, namespace, original.metadata.name)
     m = finished(cluster, namespace, name)
@@ -602,10 +610,7 @@ def test_a_migrate_policy_from_apollo_ends_as_a_succeeded_migration_and_a_result
     nodes = pool(cluster, namespace, cpu="16")
     for node in nodes:
         stack.exporter.cpu[node], stack.exporter.memory[node] = 0.10, 0.20
-    host_path_pv(cluster, namespace, "trainer-ckpt")
-    cluster.apps.create_namespaced_deployment(
-        namespace, deployment("trainer", namespace, cpu="4", labels={"apollo.io/checkpoint": "true"})
-    )
+    deploy(cluster, namespace, "trainer", cpu="4")
     original = wait_for(lambda: running_pod(cluster, namespace, "app=trainer"), 60, what="the trainer running")
     hot = original.spec.node_name
     idle = next(n for n in nodes if n != hot)

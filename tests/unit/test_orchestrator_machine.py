@@ -694,3 +694,48 @@ def test_finished_objects_are_deleted_after_the_ttl() -> None:
     keep = run(World(T0 + 100, m))
     assert not keep.effects and keep.requeue_after == pytest.approx(600 - 94)
     assert [type(e) for e in run(World(T0 + 607, m)).effects] == [Delete]
+
+
+def test_a_pin_left_by_an_earlier_migration_is_not_inherited() -> None:
+    moved = pod(
+        on="b",
+        annotations={
+            MIGRATION_ANNOTATION: "earlier",
+            RESUMED_FROM_ANNOTATION: "40",
+            CHECKPOINT_STEP_ANNOTATION: "41",
+            "keep": "me",
+        },
+    )
+    zone = {"key": "zone", "operator": "In", "values": ["z1"]}
+    moved["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [zone],
+                        "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}],
+                    }
+                ]
+            },
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 50,
+                    "preference": {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["a"]}]},
+                }
+            ],
+        }
+    }
+    back = captured(
+        migration(targetNode="a"), moved, nodes={"a": node("a")}, usage=usage(node("a", labels={"zone": "z1"}))
+    )
+    assert back.status.phase == Phase.EVICTING, back.status.message
+    template = back.status.pod_template
+    assert template["metadata"]["annotations"] == {"keep": "me"}  # the old incarnation's reports are dropped
+    assert template["spec"]["affinity"] == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [zone]}]}
+        }
+    }
+    # The user's own constraint still counts: a node outside zone z1 is refused.
+    elsewhere = captured(migration(targetNode="a"), moved, nodes={"a": node("a")}, usage=usage(node("a")))
+    assert elsewhere.status.phase == Phase.FAILED and "required node affinity" in elsewhere.status.message
