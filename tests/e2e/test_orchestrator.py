@@ -426,7 +426,10 @@ def test_a_bare_pod_is_re_created_on_the_target_and_resumes_from_its_checkpoint(
     raw = custom(cluster).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     assert not raw["metadata"].get("finalizers")
 
-    # The same pod moved back, but this time the workload starts from scratch: its state was lost.
+    # The new incarnation checkpoints in turn; moved back, it starts from scratch: its state was lost.
+    cluster.core.patch_namespaced_pod(
+        "solo", namespace, {"metadata": {"annotations": {CHECKPOINT_STEP_ANNOTATION: "55"}}}
+    )
     again = migrate(cluster, namespace, "solo", targetNode=original.spec.node_name)
     wait_for(
         lambda: (
@@ -439,6 +442,7 @@ def test_a_bare_pod_is_re_created_on_the_target_and_resumes_from_its_checkpoint(
     cluster.core.patch_namespaced_pod("solo", namespace, {"metadata": {"annotations": {RESUMED_FROM_ANNOTATION: "-1"}}})
     lost = finished(cluster, namespace, again)
     assert lost.status.phase == Phase.FAILED and "started from scratch" in lost.status.message
+    assert lost.status.checkpoint_step == "55" and lost.status.resumed_from == "-1"
     assert cluster.core.read_namespaced_persistent_volume_claim("solo-ckpt", namespace)  # never deleted
 
 
