@@ -117,7 +117,8 @@ def encode_filter_result(
     return orjson.dumps(result)
 
 
-_SCORE_SUFFIX = [b"%d}" % i for i in range(MAX_EXTENDER_SCORE + 1)]
+_SCORE_ITEM_END = [b"%d}," % i for i in range(MAX_EXTENDER_SCORE + 1)]
+_SCORE_LAST_END = [b"%d}" % i for i in range(MAX_EXTENDER_SCORE + 1)]
 
 
 def host_prefixes(snapshot: Snapshot) -> list[bytes]:
@@ -138,22 +139,29 @@ def prepare(snapshot: Snapshot) -> Snapshot:
 def encode_priorities(scores: Scores) -> bytes:
     """HostPriorityList: [{"Host": ..., "Score": 0..10}, ...].
 
-    Built from per-row encoded prefixes and the eleven possible score endings, joined at C speed:
-    about 2.5 times faster than a list of dicts through orjson at 1,000 nodes (0.19 vs 0.46 ms). Names
-    APOLLO does not know (no row) are encoded on the spot. Scores are 0-10 by construction (ranking
-    clips them), which is what the suffix table holds.
+    Interleaves per-row encoded prefixes with the eleven possible score endings and joins them once, all
+    at C speed: measured against a list of dicts through orjson, 0.31 vs 0.45 ms at 1,000 nodes and
+    1.1 vs 3.7 ms at 5,000 (no per-item bytes objects are built). Names APOLLO does not know (no row)
+    are encoded on the spot. Scores are 0-10 by construction (ranking clips them), which is what the
+    ending table holds.
     """
     snap, rows, known = scores.snapshot, scores.rows, scores.known
     if snap is None or rows is None or known is None:  # fail-open answers: neutral scores, no rows
         return orjson.dumps(
             [{"Host": host, "Score": score} for host, score in zip(scores.names, scores.scores, strict=True)]
         )
-    table = host_prefixes(snap)
-    if len(rows) == 0:
+    count = len(rows)
+    if count == 0:
         return b"[]"
-    prefixes = list(itemgetter(*rows.tolist())(table)) if len(rows) > 1 else [table[int(rows[0])]]
+    table = host_prefixes(snap)
+    parts: list[bytes] = [b""] * (2 * count)
+    if count > 1:
+        parts[0::2] = itemgetter(*rows.tolist())(table)
+        parts[1::2] = itemgetter(*scores.scores)(_SCORE_ITEM_END)
+    else:
+        parts[0] = table[int(rows[0])]
+    parts[-1] = _SCORE_LAST_END[scores.scores[-1]]
     if not known.all():
         for i in np.flatnonzero(~known).tolist():
-            prefixes[i] = b'{"Host":' + orjson.dumps(scores.names[i]) + b',"Score":'
-    suffixes = itemgetter(*scores.scores)(_SCORE_SUFFIX) if len(rows) > 1 else (_SCORE_SUFFIX[scores.scores[0]],)
-    return b"[" + b",".join(map(bytes.__add__, prefixes, suffixes)) + b"]"
+            parts[2 * i] = b'{"Host":' + orjson.dumps(scores.names[i]) + b',"Score":'
+    return b"[" + b"".join(parts) + b"]"

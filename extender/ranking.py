@@ -108,6 +108,16 @@ def _rows(snapshot: Snapshot, names: list[str], hot: Mapping[str, tuple[float, f
     return _Rows(rows, known, zeros, zeros)
 
 
+def overload_message(snapshot: Snapshot, name: str) -> str:
+    """Why a flagged node fails, built once per node and generation (the same words for every pod)."""
+    messages: dict[str, str] = snapshot.memo.setdefault("overload_messages", {})
+    message = messages.get(name)
+    if message is None:
+        reason = snapshot.reasons.get(name) or "upper forecast over threshold"
+        message = messages[name] = f"APOLLO predicts overload: {reason}"
+    return message
+
+
 def filter_nodes(
     snapshot: Snapshot | None,
     fallback_reason: str,
@@ -141,18 +151,19 @@ def filter_nodes(
         over &= ~lacking  # unresolvable wins: preempting pods would not give the node what it lacks
         drop |= lacking
     failed: dict[str, str] = {}
-    for i in np.flatnonzero(over).tolist():
+    idx = np.flatnonzero(over)
+    # Plain Python values for the few failing nodes: numpy scalars cost far more per item than floats.
+    flagged = snapshot.overload[r.rows[idx]].tolist()
+    columns = (idx.tolist(), flagged, cpu_left[idx].tolist(), mem_left[idx].tolist())
+    for i, is_flagged, cpu, memory in zip(*columns, strict=True):
         name = names[i]
-        row = int(r.rows[i])
-        if snapshot.overload[row]:
-            failed[name] = f"APOLLO predicts overload: {snapshot.reasons.get(name) or 'upper forecast over threshold'}"
-        elif cpu_left[i] < 0:
-            failed[name] = (
-                f"predicted CPU headroom {cpu_left[i] + demand.cpu_cores:.2f} cores < request {demand.cpu_cores:.2f}"
-            )
+        if is_flagged:
+            failed[name] = overload_message(snapshot, name)
+        elif cpu < 0:
+            failed[name] = f"predicted CPU headroom {cpu + demand.cpu_cores:.2f} cores < request {demand.cpu_cores:.2f}"
         else:
             failed[name] = (
-                f"predicted memory headroom {(mem_left[i] + demand.memory_bytes) / 2**20:.0f}Mi "
+                f"predicted memory headroom {(memory + demand.memory_bytes) / 2**20:.0f}Mi "
                 f"< request {demand.memory_bytes / 2**20:.0f}Mi"
             )
     passed = list(compress(names, (~drop).tolist())) if drop.any() else list(names)
