@@ -39,7 +39,10 @@ cluster's CA, its PodMigration watch and claim creator running).
    send time, so waiting behind a slow one counts. The full run adds a closed-loop pass (back to back)
    for capacity (``capacity_rps``). Reported: client-side p50 / p99 / p99.9 (exact, every request;
    includes TLS, HTTP and the client's own Python), and the server-side p50 / p99 from the webhook's
-   histogram (bucket-interpolated, aggregated over workers).
+   histogram (bucket-interpolated, aggregated over workers). The same load then runs against the floor
+   (``bench/webhook_floor.py``: the same gunicorn server, TLS context and workers answering
+   ``allowed: true`` without deciding anything), so ``floor_p50_ms`` / ``floor_p99_ms`` say what the
+   transport alone costs on this machine at this moment.
 
 Caveat: everything shares the machine's 2 cores, the load generator included, and so does whatever else
 runs on the machine; the CPU figures per pod are the stable part, the rates and the tail latency move
@@ -68,7 +71,7 @@ import orjson
 
 from apollo_api.podmigration import API_VERSION, GROUP, KIND, PLURAL, VERSION, Phase
 from apolloctl.cluster import ClusterConfig, LocalCluster
-from apolloctl.cluster.process import wait_until
+from apolloctl.cluster.process import Process, free_port, wait_until
 from bench.webhook_load import UID_PLACEHOLDER, LoadSpec, load_process
 from bench.webhook_local import LocalWebhook, install_crd, unregister, wait_effective
 
@@ -306,37 +309,24 @@ def bucket_quantile(before: list[tuple[float, float]], after: list[tuple[float, 
     return float("nan")
 
 
-def measure_latency(hook: LocalWebhook, connections: int, warmup_s: float, duration_s: float, rate: float) -> Json:
-    rs, job, bare = deployment_pod(), job_replacement_pod(0), bare_pod()
-    again = patched_pod(hook, deployment_pod())
-    # The mix: mostly first admissions of a workload's pods, some replacements, a bare pod, a re-invocation.
-    pods = [rs, rs, rs, job, bare, again]
-    expect = (True, True, True, True, True, False)
-    spec = LoadSpec(
-        port=hook.port,
-        ca_file=str(hook.tls.ca),
-        bodies=tuple(review_body(p) for p in pods),
-        expect_patch=expect,
-        connections=connections,
-        warmup_s=warmup_s,
-        duration_s=duration_s,
-        rate=rate,
-    )
-    name = "apollo_webhook_admission_seconds"
-    before = histogram(hook.metrics(), name)
+def run_load(spec: LoadSpec) -> tuple[list[int], dict[str, int], int, float]:
+    """The load generator in a spawned process: (latencies ns, errors, requests sent, measured seconds)."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=load_process, args=(spec, child), name="webhook-load")
     proc.start()
     child.close()
-    latencies, errors, sent, seconds = parent.recv()
+    result: tuple[list[int], dict[str, int], int, float] = parent.recv()
     proc.join(30)
-    after = histogram(hook.metrics(), name)
+    return result
+
+
+def _summary(spec: LoadSpec, latencies: list[int], errors: dict[str, int], sent: int, seconds: float) -> Json:
     values = sorted(latencies)
     return {
-        "mode": f"open loop at {rate:g} rps" if rate > 0 else "closed loop",
-        "rate": rate,
-        "connections": connections,
+        "mode": f"open loop at {spec.rate:g} rps" if spec.rate > 0 else "closed loop",
+        "rate": spec.rate,
+        "connections": spec.connections,
         "requests": len(values),
         "sent": sent,
         "errors": errors,
@@ -344,9 +334,60 @@ def measure_latency(hook: LocalWebhook, connections: int, warmup_s: float, durat
         "client_p50_ms": round(_percentile(values, 0.50) / 1e6, 3),
         "client_p99_ms": round(_percentile(values, 0.99) / 1e6, 3),
         "client_p999_ms": round(_percentile(values, 0.999) / 1e6, 3),
+    }
+
+
+def review_mix(hook: LocalWebhook) -> tuple[tuple[bytes, ...], tuple[bool, ...]]:
+    """Mostly first admissions of a workload's pods, a replacement, a bare pod and a re-invocation."""
+    rs, job, bare = deployment_pod(), job_replacement_pod(0), bare_pod()
+    again = patched_pod(hook, deployment_pod())
+    pods = [rs, rs, rs, job, bare, again]
+    return tuple(review_body(p) for p in pods), (True, True, True, True, True, False)
+
+
+def measure_latency(hook: LocalWebhook, connections: int, warmup_s: float, duration_s: float, rate: float) -> Json:
+    bodies, expect = review_mix(hook)
+    spec = LoadSpec(hook.port, str(hook.tls.ca), bodies, expect, connections, warmup_s, duration_s, rate)
+    name = "apollo_webhook_admission_seconds"
+    before = histogram(hook.metrics(), name)
+    summary = _summary(spec, *run_load(spec))
+    after = histogram(hook.metrics(), name)
+    return summary | {
         "server_p50_ms": round(bucket_quantile(before, after, 0.50), 3),
         "server_p99_ms": round(bucket_quantile(before, after, 0.99), 3),
     }
+
+
+def measure_floor(
+    hook: LocalWebhook, log_path: Path, connections: int, warmup_s: float, duration_s: float, rate: float
+) -> Json:
+    """The same load against `bench.webhook_floor` (same server, TLS and workers; no decision, no patch)."""
+    bodies, _expect = review_mix(hook)
+    port = free_port()
+    tls = hook.tls
+    workers = str(hook.settings.server.workers)
+    floor = Process(
+        "webhook-floor",
+        [sys.executable, "-m", "bench.webhook_floor", str(port), str(tls.certfile), str(tls.keyfile), workers],
+        log_path,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(log_path.parent / f"floor-metrics-{port}")},
+    )
+    floor.start()
+    try:
+        floor.wait_ready(lambda: _answers(port, tls.client_context()), 60)
+        spec = LoadSpec(port, str(tls.ca), bodies, (False,) * len(bodies), connections, warmup_s, duration_s, rate)
+        return _summary(spec, *run_load(spec))
+    finally:
+        floor.stop()
+
+
+def _answers(port: int, ctx: ssl.SSLContext) -> bool:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=2)
+    try:
+        conn.request("POST", "/mutate", review_body(bare_pod()).replace(UID_PLACEHOLDER.encode(), b"probe"))
+        return conn.getresponse().status == 200
+    finally:
+        conn.close()
 
 
 # ---- CPU accounting ---------------------------------------------------------------------------------------
@@ -580,12 +621,12 @@ def prepare(cluster: LocalCluster, api: Any, core: Any, active: int) -> None:
         )
 
 
-def _latency_line(lat: Json) -> str:
+def _latency_line(lat: Json, what: str = "the webhook") -> str:
+    server = f"server p50 {lat['server_p50_ms']} ms, p99 {lat['server_p99_ms']} ms; " if "server_p50_ms" in lat else ""
     return (
-        f"admission over TLS, {lat['mode']}, {lat['connections']} keep-alive connections from another process: "
+        f"{what} over TLS, {lat['mode']}, {lat['connections']} keep-alive connections from another process: "
         f"client p50 {lat['client_p50_ms']} ms, p99 {lat['client_p99_ms']} ms, p99.9 {lat['client_p999_ms']} ms; "
-        f"server p50 {lat['server_p50_ms']} ms, p99 {lat['server_p99_ms']} ms; {lat['rps']} rps; "
-        f"errors {lat['errors'] or 'none'}"
+        f"{server}{lat['rps']} rps; errors {lat['errors'] or 'none'}"
     )
 
 
@@ -643,8 +684,11 @@ def main(argv: list[str] | None = None) -> int:
             # it creates pods: twice the fastest creation rate of this run is a load it will not exceed here.
             fastest = max(r["pods_per_s"] for r in create["create_runs"])
             rate = args.rate if args.rate >= 0 else round(2 * fastest)
-            lat = measure_latency(hook, args.connections, 1.0 if args.quick else 2.0, duration, rate)
+            warmup = 1.0 if args.quick else 2.0
+            lat = measure_latency(hook, args.connections, warmup, duration, rate)
             say(_latency_line(lat))
+            floor = measure_floor(hook, Path(tmp) / "floor.log", args.connections, warmup, duration, rate)
+            say(_latency_line(floor, "a no-decision answerer on the same server (floor)"))
             capacity: Json = {}
             if not args.quick and rate > 0:
                 capacity = measure_latency(hook, args.connections, 2.0, duration / 2, 0.0)
@@ -666,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
         "admit_errors": sum(lat["errors"].values()),
         "admit_connections": lat["connections"],
         "admit_mode": lat["mode"],
+        "floor_p50_ms": floor["client_p50_ms"],
+        "floor_p99_ms": floor["client_p99_ms"],
         "admit_rate_rps": lat["rate"],
         "webhook_workers": hook.settings.server.workers if hook else None,
         **({"capacity_rps": capacity["rps"], "capacity_client_p50_ms": capacity["client_p50_ms"]} if capacity else {}),
