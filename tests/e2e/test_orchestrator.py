@@ -642,3 +642,64 @@ def test_a_migrate_policy_from_apollo_ends_as_a_succeeded_migration_and_a_result
     assert reported.status == "True" and reported.message.endswith(": recorded")  # APOLLO knew the request
     log = stack.apollo.log_path.read_text()
     assert re.search(rf'"msg": "execution result".*"id": "{re.escape(request_id)}".*"success": true', log)
+
+
+def test_bad_requests_end_in_a_clear_condition_and_touch_nothing(
+    cluster: ClusterHandle, stack: Stack, namespace: str
+) -> None:
+    stack.leader()
+    nodes = pool(cluster, namespace)
+    cluster.apps.create_namespaced_daemon_set(
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "agent"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {"nodeSelector": {"pool": namespace}, "containers": [container("agent")]},
+                },
+            },
+        },
+    )
+    deploy(cluster, namespace, "busy")
+    agent = wait_for(lambda: running_pod(cluster, namespace, "app=agent"), 60, what="a DaemonSet pod running")
+    busy = wait_for(lambda: running_pod(cluster, namespace, "app=busy"), 60, what="the busy pod running")
+    cluster.policy.create_namespaced_pod_disruption_budget(
+        namespace,
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "busy"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "busy"}}},
+        },
+    )
+    first = migrate(cluster, namespace, busy.metadata.name)  # held by the budget: stays active
+    wait_for(lambda: read(cluster, namespace, first).status.phase == Phase.EVICTING, 30, what="the first one active")
+    cases = {
+        migrate(cluster, namespace, "ghost"): ("NotFound", "spec.podName: pod"),
+        migrate(cluster, namespace, busy.metadata.name, targetNode="no-such-node"): ("NotFound", "spec.targetNode"),
+        migrate(cluster, namespace, agent.metadata.name): ("Unprocessable", "DaemonSet agent"),
+        migrate(cluster, namespace, busy.metadata.name, targetNode=busy.spec.node_name): (
+            "Unprocessable",
+            "target must differ",
+        ),
+        migrate(cluster, namespace, busy.metadata.name): ("Conflict", "already migrating"),
+    }
+    for name, (reason, text) in cases.items():
+        m = finished(cluster, namespace, name, timeout=30)
+        failed = next(c for c in m.status.conditions if c.type == "Failed")
+        assert (m.status.phase, failed.reason) == (Phase.FAILED, reason), m.status.message
+        assert text in m.status.message and "nothing was touched" in m.status.message
+    # The API server itself refuses what the schema rules out: a timeout out of range, source equal to target.
+    for spec in ({"timeoutSeconds": 5}, {"sourceNode": nodes[0], "targetNode": nodes[0]}):
+        with pytest.raises(client.ApiException) as refused:
+            migrate(cluster, namespace, busy.metadata.name, **spec)
+        assert refused.value.status == 422
+    # Nothing was evicted: both pods are the ones that were there.
+    assert cluster.core.read_namespaced_pod(busy.metadata.name, namespace).metadata.uid == busy.metadata.uid
+    assert cluster.core.read_namespaced_pod(agent.metadata.name, namespace).metadata.uid == agent.metadata.uid
+    cluster.policy.delete_namespaced_pod_disruption_budget("busy", namespace)
+    assert finished(cluster, namespace, first).status.phase == Phase.SUCCEEDED
