@@ -1,6 +1,6 @@
 """The admission decision for one pod (pure): what to patch, what to warn about, which claim to create.
 
-Two jobs, in this order, on one `PatchBuilder` so every path is computed on the pod as already patched:
+Three steps, in this order, on one `PatchBuilder`, so every path is computed on the pod as already patched:
 
 1. A replacement pod of an active migration (see `webhook.match`) loses the containers that had completed
    in the original pod (`migrate: false` in the migration's captured states), never all of them and never
