@@ -2316,6 +2316,8 @@ class ResourcePrediction(_message.Message):
     MODEL_TYPE_FIELD_NUMBER: _builtins.int
     MODEL_ACCURACY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    FORECAST_MODE_FIELD_NUMBER: _builtins.int
+    MODE_REASON_FIELD_NUMBER: _builtins.int
     node_name: _builtins.str
     prediction_id: _builtins.str
     prediction_horizon_minutes: _builtins.int
@@ -2325,6 +2327,13 @@ class ResourcePrediction(_message.Message):
     anomaly_score: _builtins.float
     model_type: _builtins.str
     model_accuracy: _builtins.float
+    forecast_mode: Global___ForecastMode.ValueType
+    """Extension (not in the seed contract): whether the engine currently decides on this forecast
+    (PREDICTIVE) or on current load because the forecast is not beating last value (REACTIVE), so a
+    client can tell without parsing model_type.
+    """
+    mode_reason: _builtins.str
+    """Extension (not in the seed contract): why the engine is in that mode (empty when predictive)."""
     @_builtins.property
     def prediction_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -2358,10 +2367,12 @@ class ResourcePrediction(_message.Message):
         model_type: _builtins.str = ...,
         model_accuracy: _builtins.float = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        forecast_mode: Global___ForecastMode.ValueType = ...,
+        mode_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "prediction_end", b"prediction_end", "prediction_start", b"prediction_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomaly_detected", b"anomaly_detected", "anomaly_score", b"anomaly_score", "anomaly_type", b"anomaly_type", "confidence_level", b"confidence_level", "created_at", b"created_at", "lower_bound", b"lower_bound", "model_accuracy", b"model_accuracy", "model_type", b"model_type", "node_name", b"node_name", "predicted_usage", b"predicted_usage", "prediction_end", b"prediction_end", "prediction_horizon_minutes", b"prediction_horizon_minutes", "prediction_id", b"prediction_id", "prediction_start", b"prediction_start", "recommendations", b"recommendations", "upper_bound", b"upper_bound"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomaly_detected", b"anomaly_detected", "anomaly_score", b"anomaly_score", "anomaly_type", b"anomaly_type", "confidence_level", b"confidence_level", "created_at", b"created_at", "forecast_mode", b"forecast_mode", "lower_bound", b"lower_bound", "mode_reason", b"mode_reason", "model_accuracy", b"model_accuracy", "model_type", b"model_type", "node_name", b"node_name", "predicted_usage", b"predicted_usage", "prediction_end", b"prediction_end", "prediction_horizon_minutes", b"prediction_horizon_minutes", "prediction_id", b"prediction_id", "prediction_start", b"prediction_start", "recommendations", b"recommendations", "upper_bound", b"upper_bound"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

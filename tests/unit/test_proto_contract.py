@@ -306,6 +306,7 @@ EXTENSION_MESSAGES: dict[str, str] = {
         "10 memory_allocatable_bytes int64"
     ),
     "NodePreference": "4 infeasible bool",
+    "ResourcePrediction": "17 forecast_mode ForecastMode; 18 mode_reason string",
 }
 EXTENSION_ENUMS: dict[str, str] = {
     "ForecastMode": "FORECAST_MODE_UNSPECIFIED=0, FORECAST_MODE_PREDICTIVE=1, FORECAST_MODE_REACTIVE=2",
