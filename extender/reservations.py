@@ -150,6 +150,7 @@ class ReservationWatcher:
         self.attribute = attribute
         self._reservations: dict[str, Reservation] = {}
         self._lock = threading.Lock()
+        self._last_error = ""
         self.watch = BackgroundLoop("reservation-watch", 2.0, self._list_and_watch)
         self.rooms = BackgroundLoop("reservation-rooms", ROOM_REFRESH_SECONDS, self.refresh)
 
@@ -207,7 +208,11 @@ class ReservationWatcher:
                 if kind in ("ADDED", "MODIFIED", "DELETED") and self._set(obj, kind == "DELETED"):
                     self.refresh()  # a new or released reservation applies now, not at the next tick
         except Exception as exc:  # the watch must survive API hiccups (and a missing CRD)
-            log.warning("PodMigration watch interrupted; retrying", extra={"error": f"{type(exc).__name__}: {exc}"})
+            error = f"{type(exc).__name__}: {exc}"
+            # Once per distinct failure: a cluster without the CRD would otherwise log this every round.
+            level = logging.WARNING if error != self._last_error else logging.DEBUG
+            self._last_error = error
+            log.log(level, "PodMigration watch interrupted; retrying", extra={"error": error})
 
     def refresh(self) -> None:
         """Measure every reserved node's room and publish a new book (an empty one costs nothing)."""
