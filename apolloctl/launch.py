@@ -221,7 +221,9 @@ def _plain(value: Any) -> Any:
 # ---- the two services every scenario needs ------------------------------------------------------------
 
 
-def start_apollo(settings: Mapping[str, Any], log_path: Path, *, ready: bool = True) -> Service:
+def start_apollo(
+    settings: Mapping[str, Any], log_path: Path, *, ready: bool = True, timeout: float = READY_TIMEOUT_S
+) -> Service:
     """`apollo` on free loopback ports (gRPC: `service.address("grpc")`), waited for unless `ready` is False.
 
     `settings` is APOLLO's settings tree (prometheus, forecast, ...); the addresses are set here.
@@ -235,7 +237,7 @@ def start_apollo(settings: Mapping[str, Any], log_path: Path, *, ready: bool = T
     service = launch("apollo", "APOLLO", tree, port=http_port, log_path=log_path, ports={"grpc": grpc_port})
     if ready:
         try:
-            service.wait_ready(what="APOLLO's HTTP port")
+            service.wait_ready(what="APOLLO's HTTP port", timeout=timeout)
         except BaseException:
             service.stop()
             raise

@@ -7,6 +7,7 @@ nodes the same way; only the pod identity changes per request (a fresh UID, as k
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 import urllib.parse
@@ -138,6 +139,22 @@ def utilisation(names: list[str]) -> dict[str, dict[str, float]]:
     }
 
 
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+
+
+def prometheus_duration(text: str) -> float:
+    """Seconds from a Prometheus step: a float of seconds, or a duration such as `5000ms`, `1m30s`."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
 class ScriptedPrometheus:
     """Prometheus' query API (instant and range) answering `bench:cpu` / `bench:memory` from fixed values.
 
@@ -194,7 +211,7 @@ class ScriptedPrometheus:
 
     def range(self, params: dict[str, str]) -> Json:
         start, end = float(params["start"]), float(params["end"])
-        step = float(params.get("step", "30").rstrip("s"))
+        step = prometheus_duration(params.get("step", "30"))
         first = max(start, end - self.history_steps * step)
         stamps = [first + i * step for i in range(int((end - first) // step) + 1)]
         return {

@@ -87,12 +87,13 @@ def fetch_snapshot(address: str) -> tuple[pb.NodeScoreSnapshot, Snapshot]:
     return msg, snapshot_from_proto(msg)
 
 
-def start_bench_apollo(count: int, tick_s: float, workdir: Path, timeout: float = 120.0) -> BenchApollo:
+def start_bench_apollo(count: int, tick_s: float, workdir: Path, timeout: float = 300.0) -> BenchApollo:
     """APOLLO for `count` nodes with capacity, waited for until its snapshot covers them all."""
     prometheus = ScriptedPrometheus(utilisation(node_names(count)))
     service: Service | None = None
     try:
-        service = start_apollo(apollo_settings(prometheus.url, tick_s), workdir / "apollo.log")
+        # Thousands of nodes: the warm start and the first forecast take a while on a busy machine.
+        service = start_apollo(apollo_settings(prometheus.url, tick_s), workdir / "apollo.log", timeout=timeout)
         report_node_capacity(
             service.address("grpc"), node_names(count), cpu_cores=NODE_CPU, memory_bytes=NODE_MEMORY_GI * 2**30
         )

@@ -8,7 +8,7 @@ import urllib.request
 import orjson
 
 from bench.extender.cli import cost_model, judge
-from bench.extender.fixtures import ScriptedPrometheus, args_template, node_names
+from bench.extender.fixtures import ScriptedPrometheus, args_template, node_names, prometheus_duration
 from bench.extender.server_metrics import bucket_quantile, metrics_delta, parse_metrics
 
 
@@ -82,3 +82,14 @@ def test_cost_model_splits_a_cycle_into_protocol_and_our_extra() -> None:
     assert model["protocol"] == 1.25 and model["ours_over_noop"] == 1.75
     assert model["extender_server_verbs"] == 0.7 and model["extender_cpu_per_pod"] == 0.8
     assert model["scheduler_cpu_per_pod"] == {"without": 1.0, "noop": 1.5, "with": 1.6}
+
+
+def test_prometheus_steps_in_every_form_apollo_may_send() -> None:
+    assert prometheus_duration("30") == 30.0 and prometheus_duration("2.5") == 2.5
+    assert prometheus_duration("5000ms") == 5.0 and prometheus_duration("1m30s") == 90.0
+    for bad in ("", "5x", "ms"):
+        try:
+            prometheus_duration(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} accepted")
