@@ -5,7 +5,7 @@ The only place where the webhook's two failure rules meet:
 * input that is not a usable pod AdmissionReview is answered 400 with a Status body naming the problem
   (with `failurePolicy: Ignore` the API server then admits the pod as it is);
 * anything that fails on our side (a bug, an unexpected pod shape) is answered `allowed: true` with no
-  patch and a warning, so a user's pod is never blocked, nor delayed, for a reason that is ours.
+  patch and a warning, so a user's pod is never blocked for a reason that is ours.
 """
 
 from __future__ import annotations
