@@ -336,6 +336,12 @@ class LocalCluster:
             self.config.start_timeout,
         )
 
+    def adopt(self, name: str, process: Process) -> None:
+        """Record a process started beside the cluster (a stack service), so `stop()` and
+        `apolloctl cluster down` stop it with the components (first, since it depends on them)."""
+        self.processes[name] = process
+        self._save_state()
+
     def restart_scheduler(self, extenders: tuple[configs.ExtenderConfig, ...]) -> None:
         """Re-run kube-scheduler with other extenders: its configuration is read only at start."""
         old = self.processes.pop("kube-scheduler", None)

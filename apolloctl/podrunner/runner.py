@@ -285,8 +285,12 @@ class PodRunner:
 
     def _reconcile(self, run: PodRun, now: float) -> None:
         for c in run.containers.values():
-            if c.process is not None and c.running and c.process.poll() is not None:
+            if c.process is None or not c.running:
+                continue
+            if c.process.poll() is not None:
                 self._exited(run, c)
+            elif c.record is not None:
+                c.record.cpu_seconds = c.process.cpu_seconds  # live, from /proc; written out about once a second
         info = run.info
         if info.deleting or run.gone:
             self._terminate(run, now)

@@ -20,15 +20,18 @@ def hostpath_pv(
     storage_class: str = "",
     labels: dict[str, str] | None = None,
     access_modes: tuple[str, ...] = ("ReadWriteOnce",),
+    claim: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Retain-policy hostPath PV over `directory` (created if missing), ready for `create_persistent_volume`.
 
     `storage_class` "" matches claims that ask for no class, which is what a claim created without
-    one gets on a cluster without a default StorageClass (the local one has none).
+    one gets on a cluster without a default StorageClass (the local one has none). `claim`
+    (namespace, name) reserves the volume for that claim alone (a pre-bound ``claimRef``), so the
+    claim a webhook creates later binds to this volume and no other claim can take it.
     """
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    return {
+    pv: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
         "metadata": {"name": name, "labels": dict(labels or {})},
@@ -42,3 +45,11 @@ def hostpath_pv(
             "hostPath": {"path": str(directory), "type": "DirectoryOrCreate"},
         },
     }
+    if claim is not None:
+        pv["spec"]["claimRef"] = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "namespace": claim[0],
+            "name": claim[1],
+        }
+    return pv
