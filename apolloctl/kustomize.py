@@ -6,7 +6,9 @@ exactly the fields the layout uses and refuses every other one by name, so it ca
 render something kustomize would render differently:
 
 * ``resources``: YAML files at or below the kustomization's directory (kustomize's default load
-  restriction) and directories holding a kustomization, rendered first (bases, overlays);
+  restriction) and directories holding a kustomization, rendered first (bases, components), never one
+  that is or contains a kustomization already on the way to it (kustomize's cycle rule: an overlay
+  cannot live inside its base's folder);
 * ``patches``: strategic-merge patches (maps merged, ``null`` deletes, the Kubernetes lists with a
   merge key merged by it, other lists replaced) and JSON 6902 patches (RFC 6902 operations), inline
   or from a file, applied to the object they name or to every object a ``target`` selects (``group``,
@@ -426,8 +428,11 @@ def _order(obj: Mapping[str, Any]) -> tuple[int, str, str, str]:
 
 def _render(directory: Path, stack: tuple[Path, ...]) -> list[Obj]:
     directory = directory.resolve()
-    if directory in stack:
-        raise KustomizeError(f"{directory}: cycle through {' -> '.join(str(s) for s in stack)}")
+    for visited in stack:
+        # kustomize's rule: a base may not be, or contain, a kustomization on the way to it (an overlay
+        # inside its base's folder is refused), since its files would then be loadable twice.
+        if visited == directory or directory in visited.parents:
+            raise KustomizeError(f"cycle detected: {directory} contains visited root {visited}")
     kfile = kustomization_file(directory)
     try:
         k = yaml.safe_load(kfile.read_text()) or {}

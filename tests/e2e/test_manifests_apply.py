@@ -74,7 +74,7 @@ def apollo_namespace(cluster: ClusterHandle) -> Iterator[str]:
 
 @pytest.mark.parametrize("layout", ["base", "overlays/local"])
 def test_manifests_pass_server_side_dry_run(cluster: ClusterHandle, apollo_namespace: str, layout: str) -> None:
-    objs = render(MANIFESTS if layout == "base" else MANIFESTS / layout)
+    objs = render(MANIFESTS / layout)
     namespaces = [o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"]
     assert namespaces == [apollo_namespace]
     dyn = dynamic.DynamicClient(cluster.api)  # type: ignore[no-untyped-call]
