@@ -107,3 +107,21 @@ def test_lines_round_trip_and_bad_lines_are_skipped() -> None:
     assert ledger.entries() == [("u1", Placement("n1", 0.5, 1024.0, 100.0))]
     apply_line(encode_deleted("u1").strip(), sink)
     assert len(ledger) == 0
+
+
+def test_status_updates_of_counted_pods_are_skipped_unparsed() -> None:
+    from extender.pod_watcher import PodWatcher
+
+    ledger = PlacementLedger()
+    sink = BindingSink(ledger, lambda _uid: None, lambda _r: None)
+    watcher = PodWatcher(None, sink)
+    ledger.record("uid-a", Placement("n1", 1.0, 0.0, 1.0))
+    # As the API server writes it: ObjectMeta in Go field order, the owner's uid after the pod's own.
+    update = (
+        b'{"type":"MODIFIED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","namespace":"ns",'
+        b'"uid":"uid-a","resourceVersion":"7","ownerReferences":[{"kind":"ReplicaSet","uid":"uid-rs"}]}}}'
+    )
+    assert watcher.already_counted(update)
+    assert not watcher.already_counted(update.replace(b"uid-a", b"uid-b"))  # not counted yet: parsed
+    assert not watcher.already_counted(update.replace(b'"MODIFIED"', b'"DELETED"'))  # deletions always parsed
+    assert not watcher.already_counted(b'{"type":"MODIFIED","object":{}}')
