@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Any
 
 from apolloctl.launch import loopback_tls
-from bench.extender.latency import LatencyCase, measure_latency, print_latency
+from bench.extender.latency import LatencyCase, measure_latency, measure_noop_latency, print_latency
 from bench.extender.scheduling import HEADLINE, measure_scheduling
 from bench.extender.stack import WORKERS, start_bench_apollo
 
@@ -96,6 +96,12 @@ def latency_part(args: argparse.Namespace, apollo: Any, workdir: Path, result: J
         r = measure_latency(apollo, case, workdir, warmup, duration)
         print_latency(r, say)
         by_case[case.label] = r
+    for nodes in (1000, 5000):
+        floor = by_case[f"{nodes}-noop"] = measure_noop_latency(nodes, workdir, warmup, duration)
+        say(
+            f"  {nodes}-noop: the no-op Go extender under the same load, {floor['rps']} rps: "
+            + "; ".join(f"{v} client p50 {c['p50_ms']} p99 {c['p99_ms']} ms" for v, c in floor["client"].items())
+        )
     top, big = by_case["1000"], by_case["5000"]
     result.update(
         nodes=1000,
@@ -104,6 +110,10 @@ def latency_part(args: argparse.Namespace, apollo: Any, workdir: Path, result: J
         filter_client_p50_ms=top["client"]["filter"]["p50_ms"],
         filter_client_p99_ms=top["client"]["filter"]["p99_ms"],
         prioritize_client_p99_ms_5k=big["client"]["prioritize"]["p99_ms"],
+        # The protocol's floor under the same load: the no-op Go extender, socket to socket.
+        noop_prioritize_client_p50_ms=by_case["1000-noop"]["client"]["prioritize"]["p50_ms"],
+        noop_prioritize_client_p99_ms=by_case["1000-noop"]["client"]["prioritize"]["p99_ms"],
+        noop_prioritize_client_p99_ms_5k=by_case["5000-noop"]["client"]["prioritize"]["p99_ms"],
         filter_client_p99_ms_5k=big["client"]["filter"]["p99_ms"],
         prioritize_p50_ms=top["server"]["prioritize"]["p50_ms"],
         prioritize_p99_ms=top["server"]["prioritize"]["p99_ms"],

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -34,12 +34,13 @@ from bench.extender.cpu import CpuMeter, cpu_line
 from bench.extender.fixtures import args_template
 from bench.extender.load import LoadSpec, client_latency, load_process
 from bench.extender.server_metrics import VERBS, bracket_by_client, metrics_delta, scrape, server_latency
-from bench.extender.stack import WORKERS, BenchApollo, start_bench_extender
+from bench.extender.stack import WORKERS, BenchApollo, NoopExtender, start_bench_extender
 from extender.config import ExtenderSettings
 from extender.metrics import ExtenderMetrics
 from extender.verbs import ExtenderState, filter_verb, prioritize_verb
 
 Json = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,68 @@ def baselines(nodes: int, apollo: BenchApollo, budget_s: float) -> Json:
     }
 
 
+def run_load(
+    spec: LoadSpec, roots: dict[int, str], before: Callable[[], T], after: Callable[[], T]
+) -> tuple[Json, Json, T, T]:
+    """The load process against a ready server: (its result, CPU per process, before(), after()).
+
+    `before` runs once the load generator is warm, right before "go"; `after` once it has reported.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    loader = ctx.Process(target=load_process, args=(spec, child), name="bench-load", daemon=True)
+    try:
+        loader.start()
+        child.close()
+        assert loader.pid is not None
+        meter = CpuMeter(roots | {loader.pid: "load-generator"})
+        if not parent.poll(120) or parent.recv() != "warm":
+            raise RuntimeError("load generator did not warm up")
+        first = before()
+        cpu_before = meter.sample()
+        parent.send("go")
+        if not parent.poll(spec.duration_s + 120):
+            raise RuntimeError("load generator did not report")
+        result: Json = parent.recv()
+        cpu = CpuMeter.delta(cpu_before, meter.sample())
+        parent.send("bye")
+        return result, cpu, first, after()
+    finally:
+        parent.close()
+        if loader.pid is not None:
+            loader.join(10)
+            if loader.is_alive():
+                loader.terminate()
+                loader.join(5)
+
+
+def measure_noop_latency(nodes: int, workdir: Path, warmup_s: float, duration_s: float) -> Json:
+    """The same load against the no-op Go extender: what the protocol and the loopback cost, the floor."""
+    noop = NoopExtender(workdir / f"noop-latency-{nodes}.log").start(lambda _m: None)
+    try:
+        spec = LoadSpec(noop.port, nodes, 1, warmup_s, duration_s, workers=1)
+        result, cpu, _, _ = run_load(spec, {noop.pid: "noop-extender"}, lambda: None, lambda: None)
+    finally:
+        noop.stop()
+    lat: dict[str, list[int]] = result["latencies"]
+    completed = sum(len(v) for v in lat.values())
+    return {
+        "nodes": nodes,
+        "case": f"{nodes}-noop",
+        "requests": completed,
+        "errors": len(result["errors"]),
+        "rps": round(completed / result["wall_s"], 1),
+        "client": {v: client_latency(lat[v]) for v in VERBS},
+        "cpu_ms_per_request": round(1000 * cpu["cpu_s_by_process"].get("noop-extender", 0.0) / max(1, completed), 3),
+        "cpu": cpu,
+    }
+
+
 def measure_latency(apollo: BenchApollo, case: LatencyCase, workdir: Path, warmup_s: float, duration_s: float) -> Json:
     base = baselines(case.nodes, apollo, budget_s=0.6 if duration_s < 10 else 3.0)
     server = start_bench_extender(
         apollo, workdir / f"extender-{case.label}.log", nodes=case.nodes, policy_mode=case.policy_mode, tls=case.tls
     )
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
     spec = LoadSpec(
         server.port,
         case.nodes,
@@ -128,30 +184,10 @@ def measure_latency(apollo: BenchApollo, case: LatencyCase, workdir: Path, warmu
         policy=case.policy_pods,
         ca=case.tls.ca if case.tls else None,
     )
-    loader = ctx.Process(target=load_process, args=(spec, child), name="bench-load", daemon=True)
     try:
-        loader.start()
-        child.close()
-        assert loader.pid is not None
-        meter = CpuMeter({apollo.pid: "apollo", server.pid: "extender", loader.pid: "load-generator"})
-        if not parent.poll(120) or parent.recv() != "warm":
-            raise RuntimeError("load generator did not warm up")
-        before = scrape(server)
-        cpu_before = meter.sample()
-        parent.send("go")
-        if not parent.poll(duration_s + 120):
-            raise RuntimeError("load generator did not report")
-        result: dict[str, Any] = parent.recv()
-        cpu = CpuMeter.delta(cpu_before, meter.sample())
-        parent.send("bye")
-        after = scrape(server)
+        roots = {apollo.pid: "apollo", server.pid: "extender"}
+        result, cpu, before, after = run_load(spec, roots, lambda: scrape(server), lambda: scrape(server))
     finally:
-        parent.close()
-        if loader.pid is not None:
-            loader.join(10)
-            if loader.is_alive():
-                loader.terminate()
-                loader.join(5)
         server.stop()
     delta = metrics_delta(before, after)
     lat: dict[str, list[int]] = result["latencies"]

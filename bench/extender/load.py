@@ -120,7 +120,9 @@ def balanced_connections(spec: LoadSpec, body: bytes) -> tuple[list[RawConnectio
         _status, head, _reply = conn.exchange(RawConnection.request("/filter", body))
         worker = conn.header(head, WORKER_HEADER)
         if worker is None:
-            raise RuntimeError(f"the extender's reply has no {WORKER_HEADER} header: cannot balance the load")
+            if spec.workers > 1:
+                raise RuntimeError(f"the extender's reply has no {WORKER_HEADER} header: cannot balance the load")
+            worker = "single"  # one process (the no-op extender): nothing to balance
         if split.get(worker, 0) < share:
             kept.append(conn)
             split[worker] = split.get(worker, 0) + 1
