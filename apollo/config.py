@@ -31,6 +31,7 @@ from common.settings import (
     int_range,
     load,
     non_empty,
+    one_of,
     positive,
     setting,
 )
@@ -111,14 +112,27 @@ class PrometheusSettings:
     verify_tls: bool = setting(True, "Check Prometheus' certificate when the URL is https.", boolean())
 
 
+FORECAST_MODES = ("auto", "predictive", "reactive")
+
+
 @dataclass(frozen=True)
 class ForecastSettings:
-    """How far and how carefully the engine looks ahead."""
+    """How far and how carefully the engine looks ahead, and at what cadence."""
 
     step_seconds: float = setting(
+        300.0,
+        "Forecast resolution: the model takes one sample per step, the mean of the ticks within it (history "
+        "from Prometheus is averaged the same way, avg_over_time). Five minutes serve a 30-minute horizon in "
+        "6 steps and a daily season in 288, which keeps 10,000 nodes x 5 resources within a few hundred MB "
+        "and each tick within tens of ms; 30 s steps would need 60 steps and a 2,880-sample season (GBs).",
+        positive(),
+    )
+    tick_seconds: float = setting(
         30.0,
-        "Tick interval: one sample per resource and node, one forecaster update. Twice the usual scrape "
-        "interval, so each tick sees a fresh sample.",
+        "Engine tick: how often current load is read (what reactive mode and the 5-minute means are made of) "
+        "and scores, policies and the snapshot are recomputed, e.g. as pods come and go. Twice the usual "
+        "scrape interval, so each tick sees a fresh sample. Clamped to step_seconds (a tick longer than a "
+        "step would skip steps); with tick == step every tick is a model step.",
         positive(),
     )
     horizon_minutes: int = setting(
@@ -139,15 +153,49 @@ class ForecastSettings:
         in_range(0.5, 1.0, lo_open=True, hi_open=True),
     )
     warmup_samples: int = setting(
-        12,
-        "Samples before forecasts steer anything (neutral scores, no policies until then); a warm start from "
-        "Prometheus history usually covers them at once.",
+        6,
+        "Model steps before forecasts steer anything (neutral scores, no policies until then): one horizon of "
+        "the model's own errors. A warm start from Prometheus history covers them at once.",
         int_range(0, 100_000),
     )
+    warm_start_steps: int = setting(
+        120,
+        "Model steps of full-resolution history replayed at start (10 h at 5-minute steps): enough for the "
+        "intervals' error window (96 steps) and the accuracy figures. The periodicity test's days of history "
+        "come in as hourly means (two days + a margin), so a seasonal series is seasonal again right after a "
+        "restart without replaying days of samples.",
+        int_range(0, 100_000),
+    )
+    mode: str = setting(
+        "auto",
+        "auto: decide on forecasts while they beat last value, on current load otherwise. predictive / "
+        "reactive force one mode (reactive = what a plain threshold on current load would do; useful to "
+        "compare, or while a metric is being fixed).",
+        one_of(*FORECAST_MODES),
+    )
+    reactive_skill_above: float = setting(
+        1.0,
+        "Fall back to reactive mode when the live skill (forecast MAE / last value's MAE on the same samples, "
+        "all series pooled) reaches this: a forecast no better than repeating the last value is not worth "
+        "acting on ahead of time.",
+        in_range(0.0, 10.0, lo_open=True),
+    )
+    predictive_skill_below: float = setting(
+        0.95,
+        "Return to predictive mode once the live skill is below this: the model must win by a margin, so the "
+        "mode does not flap around 1.",
+        in_range(0.0, 10.0, lo_open=True),
+    )
     reactive_mase_above: float = setting(
-        1.5,
-        "Live MASE above which forecasts are distrusted and the engine decides on current load: 1.5 is half as "
-        "bad again as seasonal naive, clearly worse than not forecasting at all.",
+        0.0,
+        "Deprecated and ignored (the fallback is on skill against last value, reactive_skill_above); accepted "
+        "so that existing settings files still load.",
+        in_range(0.0, 1e6),
+    )
+    forget_after_minutes: float = setting(
+        60.0,
+        "A series missing from Prometheus this long is dropped (a node that left); shorter gaps keep what the "
+        "model has learnt, the missing samples count as gaps.",
         positive(),
     )
     smoothing: ForecastParams = setting(
@@ -158,6 +206,18 @@ class ForecastSettings:
     @property
     def horizon_steps(self) -> int:
         return max(1, math.ceil(self.horizon_minutes * 60 / self.step_seconds))
+
+    @property
+    def tick_interval(self) -> float:
+        """The engine's tick, never longer than a model step."""
+        return min(self.tick_seconds, self.step_seconds)
+
+    def check_relations(self) -> None:
+        if self.predictive_skill_below > self.reactive_skill_above:
+            raise ConfigError(
+                "forecast.predictive_skill_below must not exceed forecast.reactive_skill_above "
+                f"({self.predictive_skill_below} > {self.reactive_skill_above}): the mode would flap"
+            )
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,13 @@ Ready means the gRPC services are serving: the tick loop has finished its first 
 first tick), which is also when gRPC health turns SERVING. A stale or warming-up engine stays ready on
 purpose: it still answers every call correctly (neutral scores, no policies), as the fail-open extender
 expects, and taking it out of its Service would only turn those answers into connection errors. The body
-says how it is doing: `stale`, `stale_reason`, `mode` (predictive or reactive), `generation`, `series`.
+says how it is doing: `stale`, `stale_reason`, `mode` (predictive or reactive), `mode_reason`,
+`skill_vs_last_value` (null while unknown), `generation`, `series`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from flask import Flask
@@ -29,6 +31,8 @@ def create_app(engine: Engine, metrics: ApolloMetrics, serving: Callable[[], boo
             "stale": view.stale,
             "stale_reason": view.stale_reason,
             "mode": "reactive" if view.reactive else "predictive",
+            "mode_reason": view.mode_reason,
+            "skill_vs_last_value": view.skill if math.isfinite(view.skill) else None,
             "generation": view.generation,
             "series": engine.stats.series,
         }

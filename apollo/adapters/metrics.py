@@ -16,7 +16,10 @@ class ApolloMetrics:
     stale: Gauge
     reactive: Gauge
     mase: Gauge
+    skill: Gauge
     coverage: Gauge
+    abnormal: Gauge
+    model_steps: Counter
     dropped_values: Counter
     reports: Counter
     rejected: Counter
@@ -35,8 +38,19 @@ class ApolloMetrics:
             tick_failures=Counter("apollo_tick_failures_total", "Ticks without fresh Prometheus data", registry=r),
             series=Gauge("apollo_series", "Node x resource series forecast", registry=r),
             stale=Gauge("apollo_data_stale", "1 when scores are neutral because data are stale", registry=r),
-            reactive=Gauge("apollo_reactive_mode", "1 when forecasts are distrusted (accuracy degraded)", registry=r),
+            reactive=Gauge(
+                "apollo_reactive_mode", "1 when deciding on current load: the forecast does not beat last value",
+                registry=r,
+            ),
             mase=Gauge("apollo_forecast_mase", "Live MASE vs seasonal naive (lower is better)", registry=r),
+            skill=Gauge(
+                "apollo_forecast_skill_vs_last_value",
+                "Live forecast MAE / last value's MAE on the same samples (< 1: the forecast wins)", registry=r,
+            ),
+            abnormal=Gauge("apollo_abnormal_series", "Series flagged as behaving abnormally at the last step",
+                           registry=r),
+            model_steps=Counter("apollo_model_steps_total", "Model steps (step means fed to the forecaster)",
+                                registry=r),
             coverage=Gauge("apollo_forecast_interval_coverage", "Share of actuals inside the interval", registry=r),
             dropped_values=Counter(
                 "apollo_dropped_values_total", "NaN/inf/negative metric values dropped", ["source"], registry=r

@@ -97,31 +97,56 @@ class PrometheusSource:
             raise SourceError("; ".join(f"{r}: {e}" for r, e in sample.failed_resources.items()))
         return sample
 
-    def history(self, start: dt.datetime, end: dt.datetime, step_seconds: float) -> History:
-        """query_range for every resource, aligned on one time grid (gaps stay NaN)."""
+    def history(
+        self, start: dt.datetime, end: dt.datetime, step_seconds: float, average_seconds: float = 0.0
+    ) -> History:
+        """query_range for every resource, aligned on one time grid (gaps stay NaN).
+
+        With ``average_seconds`` each point is ``avg_over_time`` of the query over the preceding
+        ``average_seconds`` (a subquery with ten evaluations per window), the same mean the engine forms
+        from its ticks. Long ranges are fetched in chunks of ``CHUNK_POINTS`` points, which keeps each
+        answer (and Prometheus' per-query sample budget) small at 10,000 nodes.
+        """
         n_steps = int((end - start).total_seconds() // step_seconds) + 1
         times = np.array([start.timestamp() + i * step_seconds for i in range(n_steps)], dtype=np.float64)
         rows: dict[tuple[str, str], npt.NDArray[np.float64]] = {}
         dropped = 0
-        step = f"{step_seconds:g}s"
+        step = _duration(step_seconds)
         for resource, query in self.settings.queries.items():
-            try:
-                result = self.client.custom_query_range(query, start_time=start, end_time=end, step=step)
-            except Exception as exc:
-                raise SourceError(f"{resource}: {type(exc).__name__}: {exc}") from exc
-            for series in result:
-                node = self.node_of(series.get("metric", {}))
-                if node is None:
-                    dropped += 1
-                    continue
-                row = rows.setdefault((node, resource), np.full(n_steps, np.nan))
-                for ts, raw in series.get("values", []):
-                    idx = round((float(ts) - times[0]) / step_seconds)
-                    value = clean_value(raw)
-                    if value is None:
+            if average_seconds > 0:
+                query = f"avg_over_time(({query})[{_duration(average_seconds)}:{_duration(average_seconds / 10)}])"
+            for first in range(0, n_steps, CHUNK_POINTS):
+                last = min(n_steps, first + CHUNK_POINTS) - 1
+                chunk_start = dt.datetime.fromtimestamp(times[first], dt.UTC)
+                chunk_end = dt.datetime.fromtimestamp(times[last], dt.UTC)
+                try:
+                    result = self.client.custom_query_range(
+                        query, start_time=chunk_start, end_time=chunk_end, step=step
+                    )
+                except Exception as exc:
+                    raise SourceError(f"{resource}: {type(exc).__name__}: {exc}") from exc
+                for series in result:
+                    node = self.node_of(series.get("metric", {}))
+                    if node is None:
                         dropped += 1
-                    elif 0 <= idx < n_steps:
-                        row[idx] = value
+                        continue
+                    row = rows.setdefault((node, resource), np.full(n_steps, np.nan))
+                    for ts, raw in series.get("values", []):
+                        idx = round((float(ts) - times[0]) / step_seconds)
+                        value = clean_value(raw)
+                        if value is None:
+                            dropped += 1
+                        elif 0 <= idx < n_steps:
+                            row[idx] = value
         keys = sorted(rows)
         values = np.vstack([rows[k] for k in keys]) if keys else np.empty((0, n_steps))
         return History(keys=keys, times=times, values=values, dropped=dropped)
+
+
+CHUNK_POINTS = 240
+
+
+def _duration(seconds: float) -> str:
+    """A PromQL duration: whole seconds when exact, else milliseconds (both valid for steps and subqueries)."""
+    ms = max(1, round(seconds * 1000))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"

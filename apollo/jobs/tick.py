@@ -1,4 +1,4 @@
-"""The tick loop: warm start once, then one engine tick per `forecast.step_seconds`, on the shared shell.
+"""The tick loop: warm start once, then one engine tick per `forecast.tick_seconds`, on the shared shell.
 
 After every round (a tick, or a failed one: the last view keeps serving) the metrics are updated and the
 gRPC services are marked SERVING, so readiness follows the first finished round.
@@ -21,7 +21,7 @@ class TickLoop(BackgroundLoop):
     """Drives `Engine.run_tick`; `on_round` is called after every round (health turns SERVING)."""
 
     def __init__(self, engine: Engine, metrics: ApolloMetrics, on_round: Callable[[], None] = lambda: None) -> None:
-        super().__init__("apollo-tick", engine.settings.forecast.step_seconds, on_error=self._failed)
+        super().__init__("apollo-tick", engine.settings.forecast.tick_interval, on_error=self._failed)
         self.engine = engine
         self.metrics = metrics
         self.on_round = on_round
@@ -54,6 +54,11 @@ class TickLoop(BackgroundLoop):
         metrics.series.set(engine.stats.series)
         metrics.stale.set(1 if view.stale else 0)
         metrics.reactive.set(1 if view.reactive else 0)
+        metrics.abnormal.set(engine.stats.abnormal)
+        if engine.stats.stepped:
+            metrics.model_steps.inc()
+        if math.isfinite(view.skill):
+            metrics.skill.set(view.skill)
         if math.isfinite(view.mase):
             metrics.mase.set(view.mase)
         if math.isfinite(view.coverage):

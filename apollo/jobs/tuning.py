@@ -47,7 +47,9 @@ class TuningJob(BackgroundLoop):
         end = dt.datetime.fromtimestamp(now, dt.UTC)
         start = end - dt.timedelta(hours=s.tuning.lookback_hours)
         try:
-            history = self.engine.source.history(start, end, s.forecast.step_seconds)
+            history = self.engine.source.history(
+                start, end, s.forecast.step_seconds, average_seconds=s.forecast.step_seconds
+            )
         except SourceError as exc:
             self.last_error = str(exc)
             log.warning("tuning skipped: history unavailable", extra={"error": str(exc)[:300]})

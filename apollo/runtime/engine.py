@@ -1,10 +1,21 @@
-"""The engine's tick: Prometheus sample -> forecaster -> node scores -> snapshot, with staleness.
+"""The engine's tick: Prometheus sample -> step means -> forecaster -> node table -> scores and policies.
 
-The engine owns mutable state (the series bank, the latest snapshot) and is driven by one thread
-(`run_tick`); gRPC threads only read the immutable `EngineView` it publishes, so no request ever
-waits for a tick. Outside-world failures never stop it: a failed Prometheus query keeps the last
+The engine owns mutable state (the series bank, the step accumulator, the latest view) and is driven by
+one thread (`run_tick`); gRPC threads only read the immutable `EngineView` it publishes, so no request
+ever waits for a tick. Outside-world failures never stop it: a failed Prometheus query keeps the last
 view, and once it is older than the configured age the view turns stale (neutral scores, no
 migrations), which health, logs and metrics all report.
+
+Two cadences (see :mod:`apollo.core.forecasting.cadence`): every `forecast.tick_seconds` the latest load
+is read, and the scores, the overload flags and the policies are recomputed from the latest forecast
+and the cluster as it is now; every `forecast.step_seconds` the step's mean goes into the forecaster,
+which then publishes new forecasts, accuracy and abnormal-behaviour flags.
+
+Mode: predictive while the published forecast beats repeating the last value on the same samples (live
+skill below `forecast.reactive_skill_above`); otherwise reactive, deciding on current load held flat,
+until the skill drops below `forecast.predictive_skill_below`. `forecast.mode` can force either. Every
+switch is logged; the view, the snapshot, the metrics and every ResourcePrediction carry the mode and
+why.
 """
 
 from __future__ import annotations
@@ -14,30 +25,39 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from apollo.config import ApolloSettings
 from apollo.core.decisions import PolicyOutput
-from apollo.core.domain import ClusterView, NodeCapacity, NodeInsight, PodSignature
+from apollo.core.domain import ClusterView, NodeInsight, PodSignature
+from apollo.core.forecasting.accuracy import AccuracyReport
+from apollo.core.forecasting.arrays import FloatArray, IntArray
 from apollo.core.forecasting.bank import BankConfig, ForecastResult, SeriesBank
+from apollo.core.forecasting.cadence import StepMeans
 from apollo.core.forecasting.params import ForecastParams
-from apollo.core.outlooks import node_outlooks, workload_outlooks
+from apollo.core.outlooks import NodeLayout, node_table, workload_outlooks
 from apollo.core.policy import PolicyEngine
 from apollo.core.scoring.snapshot import NodeScores, snapshot_scores
 from apollo.core.scoring.table import NodeTable
 from apollo.runtime.broker import PolicyBroker
 from apollo.runtime.reports import ReportStore
-from apollo.runtime.sources import ClusterReader, MetricSource, SourceError
+from apollo.runtime.sources import ClusterReader, History, MetricSource, SourceError
 
 log = logging.getLogger("apollo.engine")
+
+_EMPTY_LAYOUT = NodeLayout.of(())
 
 
 @dataclass(frozen=True)
 class EngineView:
-    """Everything readers need from one tick, never mutated after publication."""
+    """Everything readers need from one tick, never mutated after publication.
+
+    ``forecast`` is the forecaster's latest output (rows = ``layout``'s keys); ``current`` the latest
+    observed value per row (NaN unknown). ``skill``, ``mase`` and ``coverage`` are NaN until known.
+    """
 
     generation: int
     created_at: float
@@ -47,13 +67,16 @@ class EngineView:
     stale: bool
     stale_reason: str
     reactive: bool
+    mode_reason: str = ""
+    skill: float = math.nan
     mase: float = math.nan
     coverage: float = math.nan
     index: dict[str, int] = field(default_factory=dict)
     table: NodeTable | None = None
     cluster: ClusterView = field(default_factory=ClusterView)
     insights: dict[str, NodeInsight] = field(default_factory=dict)
-    anomaly_z: dict[str, float] = field(default_factory=dict)
+    layout: NodeLayout = _EMPTY_LAYOUT
+    current: FloatArray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass
@@ -62,6 +85,8 @@ class TickStats:
     dropped: int = 0
     duration: float = 0.0
     failures: int = 0
+    stepped: bool = False
+    abnormal: int = 0
     decisions: PolicyOutput = field(default_factory=PolicyOutput)
 
 
@@ -84,6 +109,11 @@ class Engine:
         self.kube = kube
         self.broker = broker or PolicyBroker(clock)
         f = settings.forecast
+        self.step_seconds = f.step_seconds
+        self.tick_seconds = f.tick_interval
+        # With one tick per step there is nothing to average: each tick is a model step, keyed to the clock
+        # (a second manual tick within one step simply advances by one).
+        self.aggregating = self.tick_seconds < self.step_seconds
         season = max(1, round(f.season_minutes * 60 / f.step_seconds)) if f.season_minutes else 1
         q = f.decision_quantile
         self.quantiles = (round(1 - q, 6), 0.5, q)
@@ -92,7 +122,8 @@ class Engine:
         )
         self._params: ForecastParams = f.smoothing
         self.bank = self._new_bank(int(clock() // f.step_seconds))
-        # Samples seen; below `warmup_samples` the intervals rest on priors, so the view stays stale
+        self.steps = StepMeans()
+        # Model steps seen; below `warmup_samples` the intervals rest on priors, so the view stays stale
         # (neutral scores, no migrations) instead of calling every node overloaded at start-up.
         self.samples_seen = 0
         self.warmup_samples = f.warmup_samples
@@ -103,10 +134,23 @@ class Engine:
         # Tuned parameters per resource kind; series that appear later start with them too.
         self.resource_params: dict[str, ForecastParams] = {}
         self.resources = tuple(settings.prometheus.queries)
+        self.reactive = f.mode == "reactive"
+        self.mode_reason = "forced by forecast.mode" if self.reactive else ""
+        self.forecast: ForecastResult | None = None
+        self.accuracy: AccuracyReport | None = None
+        self._abnormal = np.zeros(0, dtype=np.bool_)
+        self._abnormal_score = np.zeros(0)
+        self._current = np.zeros(0)
+        self._current_at = np.zeros(0)
+        self._sample_keys: tuple[Hashable, ...] = ()
+        self._sample_rows = np.zeros(0, dtype=np.int64)
+        self._layout = _EMPTY_LAYOUT
+        self._layout_keys: tuple[Hashable, ...] = ()
         self._generation = 0
         self._last_success = 0.0
+        self._last_decisions = PolicyOutput()
         self.stats = TickStats()
-        self.view = EngineView(0, clock(), None, None, f.step_seconds, True, "no sample yet", False)
+        self.view = EngineView(0, clock(), None, None, f.step_seconds, True, "no sample yet", self.reactive)
         # Guards the bank and the policy state: the tick thread, tuning and gRPC feedback share them.
         self.lock = threading.Lock()
 
@@ -119,52 +163,131 @@ class Engine:
             start_tick=start_tick,
         )
 
-    def warm_start(self) -> int:
-        """Replay recent Prometheus history so forecasts and intervals are trustworthy from the first tick.
+    # ------------------------------------------------------------------ membership
 
-        Returns the number of samples replayed (0 when history is unavailable: the engine then warms
-        up live, serving neutral scores meanwhile).
+    def _add_series(self, keys: Sequence[Hashable], now: float) -> None:
+        self.bank.add(keys)
+        count = len(keys)
+        self.steps.extend(count)
+        self._current = np.concatenate([self._current, np.full(count, np.nan)])
+        self._current_at = np.concatenate([self._current_at, np.full(count, now)])
+        self._abnormal = np.concatenate([self._abnormal, np.zeros(count, dtype=np.bool_)])
+        self._abnormal_score = np.concatenate([self._abnormal_score, np.full(count, np.nan)])
+        for resource, params in self.resource_params.items():
+            fresh = [k for k in keys if k[1] == resource]  # type: ignore[index]
+            if fresh:
+                self.bank.set_params(params, keys=fresh)
+
+    def _forget(self, now: float) -> IntArray | None:
+        """Drop series Prometheus has not returned for `forget_after_minutes` (nodes that left).
+
+        Returns the rows kept (positions before the removal), or None when nothing was dropped.
+        """
+        cutoff = now - self.settings.forecast.forget_after_minutes * 60
+        gone = self._current_at < cutoff
+        if not gone.any():
+            return None
+        keys = self.bank.keys
+        rows = np.flatnonzero(~gone)
+        self.bank.remove([keys[i] for i in np.flatnonzero(gone)])
+        self.steps.take(rows)
+        self._current, self._current_at = self._current[rows], self._current_at[rows]
+        self._abnormal, self._abnormal_score = self._abnormal[rows], self._abnormal_score[rows]
+        self._sample_keys = ()
+        if self.forecast is not None:
+            self.forecast = self.bank.forecast()
+        log.info("series forgotten", extra={"series": int(gone.sum()), "left": len(self.bank)})
+        return rows
+
+    def _align(self, values: dict[tuple[str, str], float], now: float) -> FloatArray:
+        """This tick's sample as a vector in bank order (NaN where a series has no sample)."""
+        keys = tuple(values)
+        if keys != self._sample_keys:
+            missing = [k for k in keys if k not in self.bank]
+            if missing:
+                self._add_series(missing, now)
+            self._sample_rows = self.bank.positions(keys)
+            self._sample_keys = keys
+        sample = np.full(len(self.bank), np.nan)
+        sample[self._sample_rows] = np.fromiter(values.values(), dtype=np.float64, count=len(keys))
+        return sample
+
+    # ------------------------------------------------------------------ warm start
+
+    def warm_start(self) -> int:
+        """Replay recent Prometheus history so forecasts, intervals and seasons hold from the first tick.
+
+        Two reads: the periodicity test's bucket means (hourly for a daily season) over the days it
+        needs, then `warm_start_steps` of step means replayed through the forecaster. Returns the
+        number of steps replayed (0 when history is unavailable: the engine then warms up live, serving
+        neutral scores meanwhile).
         """
         f = self.settings.forecast
         now = self.clock()
-        lookback = max(self.bank_config.error_window, self.warmup_samples) * 2
-        end = dt.datetime.fromtimestamp(now, dt.UTC)
-        start = end - dt.timedelta(seconds=lookback * f.step_seconds)
+        step = f.step_seconds
+        last_step = int(now // step) - 1  # the current step is still open: the live ticks fill it
+        if f.warm_start_steps <= 0 or last_step < 0:
+            return 0
+        end = dt.datetime.fromtimestamp((last_step + 1) * step, dt.UTC)
+        buckets: History | None = None
         try:
-            history = self.source.history(start, end, f.step_seconds)
+            if self.bank_config.season_length > 1:
+                # Whole buckets only: the open one is filled by the replay below.
+                bucket_s = step * self.bank.bucket_size
+                bucket_end = dt.datetime.fromtimestamp((end.timestamp() // bucket_s) * bucket_s, dt.UTC)
+                days = self.bank_config.season_history * self.bank_config.season_length * step
+                start = bucket_end - dt.timedelta(seconds=days - bucket_s)
+                buckets = self.source.history(start, bucket_end, bucket_s, average_seconds=bucket_s)
+            start = end - dt.timedelta(seconds=(f.warm_start_steps - 1) * step)
+            recent = self.source.history(start, end, step, average_seconds=step)
         except SourceError as exc:
             log.warning("warm start skipped: history unavailable", extra={"error": str(exc)[:300]})
             return 0
-        if not history.keys or history.values.shape[1] < 2:
+        if not recent.keys:
             return 0
-        # Replay all but the last column; the first live tick supplies the newest sample.
-        values = history.values[:, :-1]
         with self.lock:
-            self.bank = self._new_bank(int(history.times[0] // f.step_seconds))
-            self.bank.add(history.keys)
+            first_tick = round(recent.times[0] / step) - 1  # a point at time T is the mean of the step ending at T
+            self.bank = self._new_bank(first_tick)
+            self.steps = StepMeans()
+            self._current = self._current_at = np.zeros(0)
+            self._abnormal, self._abnormal_score = np.zeros(0, dtype=np.bool_), np.zeros(0)
+            self._sample_keys = ()
+            keys: list[Hashable] = list(recent.keys)
+            if buckets is not None:
+                keys += [k for k in buckets.keys if k not in set(recent.keys)]
+            self._add_series(keys, now)
+            if buckets is not None and buckets.keys:
+                rows = self.bank.positions(buckets.keys)
+                seeded = np.full((len(self.bank), buckets.values.shape[1]), np.nan)
+                seeded[rows] = buckets.values
+                last_bucket = round(buckets.times[-1] / (step * self.bank.bucket_size)) - 1
+                self.bank.seed_buckets(seeded, last_bucket)
+            values = np.full((len(self.bank), recent.values.shape[1]), np.nan)
+            values[self.bank.positions(recent.keys)] = recent.values
             self.bank.replay(values)
             seen = int(np.isfinite(values).any(axis=0).sum())
             self.samples_seen += seen
-        log.info("warm start from Prometheus history", extra={"series": len(history.keys), "samples": seen})
+            self.forecast = self.bank.forecast()
+            self.accuracy = self.bank.accuracy()
+            self._update_mode(self.accuracy)
+        log.info(
+            "warm start from Prometheus history",
+            extra={
+                "series": len(self.bank),
+                "steps": seen,
+                "seasonal": int(self.forecast.seasonal.sum()),
+                "season_buckets": 0 if buckets is None else buckets.values.shape[1],
+            },
+        )
         return seen
 
     def signature(self, namespace: str, name: str) -> PodSignature | None:
         return self.reports.signature(namespace, name)
 
-    @staticmethod
-    def _capacity(nodes: list[str], cluster: ClusterView, insights: dict[str, NodeInsight]) -> dict[str, NodeCapacity]:
-        """Kubernetes' allocatable wins; an insight agent's report fills in where it is unknown."""
-        out = dict(cluster.nodes)
-        for node in nodes:
-            if node in out and out[node].cpu_cores > 0:
-                continue
-            insight = insights.get(node)
-            if insight is not None and insight.allocatable is not None:
-                out[node] = insight.allocatable
-        return out
+    # ------------------------------------------------------------------ the tick
 
     def run_tick(self) -> EngineView:
-        """One sample + update + forecast + scores + policies; publishes and returns the new view."""
+        """One sample; a model step when one ended; scores and policies; publishes and returns the view."""
         t0 = time.perf_counter()
         now = self.clock()
         f = self.settings.forecast
@@ -176,8 +299,6 @@ class Engine:
         if not sample.values:
             return self._age_view(now, "prometheus returned no node series")
         self._last_success = now
-        self.samples_seen += 1
-        warming = self.samples_seen < self.warmup_samples
         cluster = ClusterView()
         if self.kube is not None:
             try:
@@ -185,40 +306,105 @@ class Engine:
             except Exception as exc:  # the API server being away must not stop forecasting
                 log.warning("kubernetes read failed; deciding without pods", extra={"error": str(exc)[:300]})
         insights = self.reports.live_insights()
-        keys = sorted(sample.values)
+        stepped = False
         with self.lock:
-            added = self.bank.ensure(keys).added
-            for resource, params in self.resource_params.items():
-                fresh = [k for k in added if k[1] == resource]  # type: ignore[index]
-                if fresh:
-                    self.bank.set_params(params, keys=fresh)
-            values = np.full(len(self.bank), np.nan)
-            values[self.bank.positions(keys)] = [sample.values[k] for k in keys]
-            tick = int(now // f.step_seconds)
-            # Keyed to the clock so missed ticks become gaps; a second sample within one step
-            # (a manual tick) simply advances by one.
-            step = self.bank.update(values, tick=tick if tick >= self.bank.tick else None)
-            fc = self.bank.forecast()
-            acc = self.bank.accuracy()
-        fc_keys = [(str(k[0]), str(k[1])) for k in fc.keys]  # type: ignore[index]
-        reactive = bool(acc.series_scored and acc.mase > f.reactive_mase_above)
-        upper = fc.quantile(f.decision_quantile)
-        mean, lower = fc.mean, fc.lower
-        if reactive:
-            # Forecasts are not trusted: decide on the latest observation held flat over the horizon.
-            latest = np.array([sample.values.get(k, np.nan) for k in fc_keys])
-            mean = lower = upper = np.repeat(latest[:, None], fc.mean.shape[1], axis=1)
-        anomaly_z: dict[str, float] = {}
-        for i, (node, _res) in enumerate(fc_keys):
-            z = abs(float(step.zscore[i])) if np.isfinite(step.zscore[i]) else 0.0
-            anomaly_z[node] = max(anomaly_z.get(node, 0.0), z)
-        nodes = sorted({k[0] for k in fc_keys})
-        capacity = self._capacity(nodes, cluster, insights)
-        outlooks = node_outlooks(
-            fc_keys, mean, lower, upper, capacity, cluster.pods, anomaly_z, cluster.node_labels,
-            f.step_seconds, self.bank_config.anomaly_z,
+            values = self._align(sample.values, now)
+            seen = ~np.isnan(values)
+            self._current = np.where(seen, values, self._current)
+            self._current_at = np.where(seen, now, self._current_at)
+            kept = self._forget(now)
+            if kept is not None:
+                values = values[kept]
+            step = int(now // f.step_seconds)
+            if self.aggregating:
+                closed = self.steps.add(step, values)
+                if closed is not None:
+                    self._model_step(closed[1], closed[0])
+                    stepped = True
+            else:
+                self._model_step(values, step)
+                stepped = True
+            current = self._current_now(now)
+            view = self._decide(now, current, cluster, insights)
+        self.stats = TickStats(
+            len(self.bank), sample.dropped, time.perf_counter() - t0, self.stats.failures, stepped,
+            int(self._abnormal.sum()), self._last_decisions,
         )  # fmt: skip
-        table = NodeTable.build(outlooks, insights)
+        return view
+
+    def _current_now(self, now: float) -> FloatArray:
+        """Latest value per series, unknown once older than the staleness budget."""
+        fresh = self._current_at >= now - self.settings.prometheus.stale_after_seconds
+        result: FloatArray = np.where(fresh, self._current, np.nan)
+        return result
+
+    def _model_step(self, values: FloatArray, step: int) -> None:
+        """Feed one step's means to the forecaster; refresh forecast, accuracy, flags and mode."""
+        result = self.bank.update(values, tick=step if step >= self.bank.tick else None)
+        if not np.isnan(values).all():
+            self.samples_seen += 1
+        self._abnormal, self._abnormal_score = result.abnormal, result.abnormal_score
+        self.forecast = self.bank.forecast()
+        self.accuracy = self.bank.accuracy()
+        self._update_mode(self.accuracy)
+
+    def _update_mode(self, acc: AccuracyReport) -> None:
+        """Predictive while the forecast beats last value; reactive otherwise (with hysteresis)."""
+        f = self.settings.forecast
+        before = self.reactive
+        if f.mode != "auto":
+            self.reactive = f.mode == "reactive"
+            self.mode_reason = "forced by forecast.mode" if self.reactive else ""
+        elif not math.isnan(acc.skill):
+            if not self.reactive and acc.skill >= f.reactive_skill_above:
+                self.reactive = True
+            elif self.reactive and acc.skill < f.predictive_skill_below:
+                self.reactive = False
+            self.mode_reason = (
+                f"forecast error {acc.skill:.2f}x last value's over {acc.series_skilled} series "
+                f"(predictive again below {f.predictive_skill_below:g})"
+                if self.reactive
+                else ""
+            )
+        if self.reactive != before:
+            log.warning(
+                "forecast mode changed",
+                extra={
+                    "mode": "reactive" if self.reactive else "predictive",
+                    "skill": acc.skill,
+                    "mase": acc.mase,
+                    "reason": self.mode_reason or "forecast beats last value",
+                },
+            )
+
+    def _decide(
+        self, now: float, current: FloatArray, cluster: ClusterView, insights: dict[str, NodeInsight]
+    ) -> EngineView:
+        """Node table, snapshot and policies from the latest forecast (or current load when reactive)."""
+        f = self.settings.forecast
+        warming = self.samples_seen < self.warmup_samples
+        fc = self.forecast
+        if self.bank.keys is not self._layout_keys:
+            self._layout = NodeLayout.of(self.bank.keys)
+            self._layout_keys = self.bank.keys
+        horizon = self.bank.horizon
+        if self.reactive or fc is None or len(fc.keys) != len(current):
+            # Forecasts not trusted (or none yet): decide on the latest observation held flat.
+            mean = upper = np.repeat(current[:, None], horizon, axis=1)
+        else:
+            mean, upper = fc.mean, fc.quantile(f.decision_quantile)
+        table = node_table(
+            self._layout,
+            mean=mean,
+            upper=upper,
+            capacity=cluster.nodes,
+            pods=cluster.pods,
+            insights=insights,
+            anomaly=self._abnormal,
+            anomaly_score=self._abnormal_score,
+            stale=False,
+            step_seconds=self.step_seconds,
+        )
         # The snapshot reads the same per-node matrices the per-pod scoring uses (built once per tick).
         scores = snapshot_scores(
             list(table.nodes),
@@ -229,13 +415,13 @@ class Engine:
             self.settings.policy.overload_threshold,
             min(self.overload_steps, table.horizon),
         )
-        decisions = PolicyOutput()
+        self._last_decisions = PolicyOutput()
         if not warming:
-            with self.lock:
-                decisions = self.policy.evaluate(
-                    now, table, cluster.pods, insights, (), workload_outlooks(outlooks, cluster.pods)
-                )
-            self._publish(decisions)
+            self._last_decisions = self.policy.evaluate(
+                now, table, cluster.pods, insights, (), workload_outlooks(table, cluster.pods)
+            )
+            self._publish(self._last_decisions)
+        acc = self.accuracy
         self._generation += 1
         view = EngineView(
             generation=self._generation,
@@ -245,26 +431,28 @@ class Engine:
             step_seconds=f.step_seconds,
             stale=warming,
             stale_reason=(
-                f"warming up: {self.samples_seen}/{self.warmup_samples} samples"
+                f"warming up: {self.samples_seen}/{self.warmup_samples} steps"
                 if warming
-                else "reactive: forecast accuracy degraded"
-                if reactive
+                else f"reactive: {self.mode_reason}"
+                if self.reactive
                 else ""
             ),
-            reactive=reactive,
-            mase=acc.mase,
-            coverage=acc.coverage,
+            reactive=self.reactive,
+            mode_reason=self.mode_reason,
+            skill=acc.skill if acc is not None else math.nan,
+            mase=acc.mase if acc is not None else math.nan,
+            coverage=acc.coverage if acc is not None else math.nan,
             index=dict(table.index),
             table=table,
             cluster=cluster,
             insights=insights,
-            anomaly_z=anomaly_z,
+            layout=self._layout,
+            current=current,
         )
-        if reactive != self.view.reactive:
-            log.warning("forecast mode changed", extra={"reactive": reactive, "mase": acc.mase})
         self.view = view
-        self.stats = TickStats(len(fc.keys), sample.dropped, time.perf_counter() - t0, self.stats.failures, decisions)
         return view
+
+    # ------------------------------------------------------------------ tuning and feedback
 
     def set_resource_params(self, resource: str, params: ForecastParams) -> None:
         with self.lock:

@@ -44,11 +44,19 @@ class History:
 
 
 class MetricSource(Protocol):
-    """Node utilisation per resource; raises SourceError when it cannot answer at all."""
+    """Node utilisation per resource; raises SourceError when it cannot answer at all.
+
+    ``history`` returns points every ``step_seconds`` from ``start`` to ``end``; with ``average_seconds``
+    each point is the mean over the ``average_seconds`` before it (Prometheus ``avg_over_time``), which
+    is how the engine's model steps and the periodicity test's buckets are made; without, the sampled
+    value at that time.
+    """
 
     def latest(self) -> Sample: ...
 
-    def history(self, start: dt.datetime, end: dt.datetime, step_seconds: float) -> History: ...
+    def history(
+        self, start: dt.datetime, end: dt.datetime, step_seconds: float, average_seconds: float = 0.0
+    ) -> History: ...
 
 
 class ClusterReader(Protocol):

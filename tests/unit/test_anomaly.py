@@ -26,12 +26,15 @@ def test_spike_is_flagged_and_does_not_poison_forecasts() -> None:
     noise = 0.01 * rng.standard_normal()
     step = guarded.update([0.4 + 0.5 + noise])
     naive.update([0.4 + 0.5 + noise])
-    assert step.anomaly[0] and step.zscore[0] > 5 and not step.level_shift[0]
-    assert step.anomalies == ["n"]
-    assert abs(guarded.forecast().mean[0] - 0.4).max() < 0.03
+    assert step.outlier[0] and step.zscore[0] > 5 and not step.level_shift[0]
+    assert step.outliers == ["n"]
+    # Only the last-value expert, weighted by its poor record on this noisy series, sees the spike; the
+    # model's state does not move. Without the gate the model absorbs alpha * 0.5 of it.
+    moved = np.abs(guarded.forecast().mean[0] - 0.4)
+    assert moved.max() < 0.1 and moved.mean() < 0.5 * np.abs(naive.forecast().mean[0] - 0.4).mean()
     assert naive.forecast().mean[0, 0] > 0.5  # without the guard the spike drags the level up
     step = guarded.update([0.4])
-    assert not step.anomaly[0]
+    assert not step.outlier[0]
     assert abs(guarded.forecast().mean[0] - 0.4).max() < 0.03
 
 
@@ -40,7 +43,7 @@ def test_downward_spike_is_flagged_too() -> None:
     bank.add(["n"])
     _warm(bank, np.random.default_rng(4))
     step = bank.update([0.0])
-    assert step.anomaly[0] and step.zscore[0] < -5
+    assert step.outlier[0] and step.zscore[0] < -5
 
 
 def test_persistent_level_shift_is_accepted() -> None:
@@ -51,7 +54,7 @@ def test_persistent_level_shift_is_accepted() -> None:
     flags, shifts = [], []
     for _ in range(20):
         step = bank.update([0.75 + 0.01 * rng.standard_normal()])
-        flags.append(bool(step.anomaly[0]))
+        flags.append(bool(step.outlier[0]))
         shifts.append(bool(step.level_shift[0]))
     assert flags[0]  # the jump is first seen as an anomaly ...
     assert any(shifts[: CFG.shift_run + 1])  # ... then accepted as the new level

@@ -7,12 +7,13 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from apollo.adapters.grpc.wire import action_to_wire, insight_from_wire, policy_to_wire, signature_from_wire
 from apollo.adapters.kubernetes import nodes_from, running_pod_from
 from apollo.core.decisions import Action, MigrationTarget, PolicyDecision, Priority
 from apollo.core.domain import NodeCapacity, PodSignature, RunningPod
-from apollo.core.outlooks import node_outlooks, workload_outlooks
+from apollo.core.outlooks import NodeLayout, node_table, workload_outlooks
 from apollo.runtime.broker import PolicyBroker
 from apollo.runtime.reports import ReportStore
 from apollo_api.podmigration import CHECKPOINT_LABEL, MIGRATION_ANNOTATION
@@ -183,7 +184,7 @@ def test_report_store_keeps_domain_values_until_their_ttl() -> None:
     assert store.signature("ns", "p") is None and store.live_insights() == {}
 
 
-def test_outlooks_and_workload_apportioning() -> None:
+def test_node_table_and_workload_apportioning() -> None:
     keys = [("n1", "cpu"), ("n1", "memory"), ("n2", "cpu")]
     mean = np.array([[0.5, 0.5], [0.25, 0.25], [0.1, 0.1]])
     upper = mean + 0.1
@@ -192,11 +193,25 @@ def test_outlooks_and_workload_apportioning() -> None:
         RunningPod("ml", "a", "n1", "Deployment", "train", cpu_request_cores=1.0, memory_request_bytes=GiB),
         RunningPod("ml", "b", "n1", "Deployment", "other", cpu_request_cores=3.0, memory_request_bytes=GiB),
     ]
-    outs = node_outlooks(keys, mean, mean - 0.1, upper, cap, pods, {"n1": 7.0}, {}, 30.0, 5.0)
-    by = {o.node: o for o in outs}
-    assert by["n1"].requested_cpu_cores == 4.0 and by["n1"].anomaly and not by["n2"].anomaly
-    assert set(by["n2"].upper) == {"cpu"}
-    wl = {w.name: w for w in workload_outlooks(outs, pods)}
+    layout = NodeLayout.of(keys)
+    table = node_table(
+        layout,
+        mean=mean,
+        upper=upper,
+        capacity=cap,
+        pods=pods,
+        insights={},
+        anomaly=np.array([False, True, False]),
+        anomaly_score=np.array([1.0, 7.0, np.nan]),
+        stale=False,
+        step_seconds=30.0,
+    )
+    n1, n2 = table.index["n1"], table.index["n2"]
+    assert table.cpu_requested[n1] == 4.0 and table.anomaly[n1] and not table.anomaly[n2]
+    assert table.anomaly_score[n1] == 7.0 and table.anomaly_score[n2] == 0.0
+    assert np.allclose(table.cpu_upper[n2], [0.2, 0.2]) and np.isnan(table.memory_upper[n2]).all()
+    assert table.cpu_capacity[n2] == 4.0 and table.memory_mean[n1] == pytest.approx([0.25, 0.25])
+    wl = {w.name: w for w in workload_outlooks(table, pods)}
     # "train" holds 1 of the 4 requested cores on n1: a quarter of n1's forecast cores (0.5 * 8 / 4).
     assert np.allclose(wl["train"].cpu_mean, [1.0, 1.0]) and np.allclose(wl["other"].cpu_mean, [3.0, 3.0])
     assert wl["train"].replicas == 1

@@ -310,10 +310,16 @@ def test_forecast_service(apollo: tuple[Apollo, ScriptedProm, grpc.Channel]) -> 
     for lo, mid, hi in zip(pred.lower_bound, pred.predicted_usage, pred.upper_bound, strict=True):
         assert lo.cpu_usage <= mid.cpu_usage <= hi.cpu_usage
     assert abs(pred.predicted_usage[0].cpu_usage - 0.4) < 0.1 and 0 < pred.confidence_level < 1
-    assert 0 < pred.model_accuracy <= 1 or pred.model_accuracy == 0
+    # Unknown stays unknown: constant load gives no evidence of skill, and no disk query means no disk
+    # forecast; both are NaN on the wire, never 0.0.
+    assert math.isnan(pred.model_accuracy)
+    assert all(math.isnan(p.io_usage) and math.isnan(p.network_usage) for p in pred.predicted_usage)
+    assert pred.forecast_mode == pb.FORECAST_MODE_PREDICTIVE and pred.mode_reason == ""
     cluster = stub.GetClusterPrediction(pb.ClusterPredictionRequest())
     assert {p.node_name for p in cluster.node_predictions} == {"a", "b"}
-    assert abs(cluster.aggregated_prediction.predicted_usage[0].cpu_usage - 0.5) < 0.1
+    agg = cluster.aggregated_prediction
+    assert abs(agg.predicted_usage[0].cpu_usage - 0.5) < 0.1 and math.isnan(agg.predicted_usage[0].io_usage)
+    assert agg.forecast_mode == pb.FORECAST_MODE_PREDICTIVE
     with pytest.raises(grpc.RpcError) as err:
         stub.GetResourcePrediction(pb.PredictionRequest(node_name="zz"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND

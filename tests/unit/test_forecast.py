@@ -8,7 +8,7 @@ from collections.abc import Hashable
 import numpy as np
 import pytest
 
-from apollo.core.forecasting.accuracy import mean_over_series, seasonal_naive_scale
+from apollo.core.forecasting.accuracy import mean_over_series
 from apollo.core.forecasting.backtest import BacktestScores, Window, backtest
 from apollo.core.forecasting.bank import BankConfig, ForecastParams, SeriesBank
 from apollo.core.forecasting.early_warning import overload_warning
@@ -49,28 +49,76 @@ def _seasonal_series(n: int, days: int, seed: int) -> np.ndarray:
     return 0.4 + swing + plateau + noise + bursts
 
 
-def test_beats_seasonal_naive_on_realistic_traces(traces: Traces, scored: Scored) -> None:
-    values, _, truth = traces
-    _, scores = scored
-    mase = scores.mase(seasonal_naive_scale(values[:, : 5 * DAY], DAY))
-    assert mean_over_series(mase) < 0.6
-    assert mean_over_series(mase[truth]) < 0.6  # the seasonal ones too
+def _noisy_bursty(n: int, days: int, seed: int) -> np.ndarray:
+    """A steady level under measurement noise, AR noise and bursts that end: smoothing should win here.
+
+    Last value repeats each sample's noise into the next half hour and keeps a burst going after it
+    ended; a forecaster that cannot beat it by a clear margin on this is not worth its cost.
+    """
+    rng = np.random.default_rng(seed)
+    steps = days * DAY
+    level = rng.uniform(0.2, 0.5, (n, 1))
+    ar = np.zeros((n, steps))
+    for i in range(1, steps):
+        ar[:, i] = 0.6 * ar[:, i - 1] + 0.015 * rng.standard_normal(n)
+    bursts = np.zeros((n, steps))
+    for row in range(n):
+        for start in rng.choice(steps - 12, size=4 * days, replace=False):
+            bursts[row, start : start + rng.integers(2, 9)] += rng.uniform(0.1, 0.25)
+    return np.clip(level + ar + 0.03 * rng.standard_normal((n, steps)) + bursts, 0.0, 1.0)
 
 
-def test_seasonal_component_helps_where_a_season_exists() -> None:
+def test_beats_last_value_by_a_margin_where_it_should() -> None:
+    y = _noisy_bursty(16, 4, seed=21)
+    bank = SeriesBank(horizon=6)
+    bank.add(range(16))
+    [scores] = backtest(bank, y, [Window(2 * DAY, y.shape[1])])
+    # Same (origin, lead) pairs for both; last value scores exactly 1 here, so this fails for it.
+    assert scores.skill() < 0.85
+    assert (scores.mae() < scores.last_value_mae()).all()
+
+
+def test_beats_last_value_on_the_mixed_traces(scored: Scored) -> None:
+    bank, scores = scored
+    # Flat, stepping and quantised series are in the mix, where last value is hard to beat; still a win.
+    assert scores.skill() < 0.95
+    live = bank.accuracy()
+    assert live.skill < 1.0 and live.series_skilled > 0.5 * len(bank)
+
+
+def test_season_is_found_and_used() -> None:
     y = _seasonal_series(12, 5, seed=3)
     end = y.shape[1]
     window = [Window(4 * DAY, end)]
-    scale = seasonal_naive_scale(y[:, : 4 * DAY], DAY)
     seasonal = SeriesBank(horizon=6)
     seasonal.add(range(12))
     [with_season] = backtest(seasonal, y, window)
     flat = SeriesBank(horizon=6, config=BankConfig(season_length=1))
     flat.add(range(12))
     [without] = backtest(flat, y, window)
-    assert seasonal.seasonal.all()
-    assert mean_over_series(with_season.mase(scale)) < 0.9 * mean_over_series(without.mase(scale))
-    assert mean_over_series(with_season.mase(scale)) < 1.0
+    assert seasonal.seasonal.all()  # found ...
+    assert with_season.skill() < 0.9 * without.skill()  # ... and used: it pays on the same samples
+    assert with_season.skill() < 0.85
+
+
+def test_warm_start_replay_keeps_the_season() -> None:
+    """After a restart a seasonal series is seasonal at once: two days of hourly means are seeded
+    directly and only hours of samples are replayed (what the engine's warm start does)."""
+    y = _seasonal_series(6, 4, seed=8)
+    hours = y[:, : 3 * DAY].reshape(6, -1, 12).mean(axis=2)  # hourly bucket means of the first 3 days
+    seeded = SeriesBank(horizon=6, start_tick=3 * DAY)
+    seeded.add(range(6))
+    seeded.seed_buckets(hours, last_bucket=hours.shape[1] - 1)
+    fresh = SeriesBank(horizon=6, start_tick=3 * DAY)
+    fresh.add(range(6))
+    for bank in (seeded, fresh):
+        bank.replay(y[:, 3 * DAY : 3 * DAY + 120])  # ten hours of samples
+    assert seeded.seasonal.all() and not fresh.seasonal.any()
+    # The seeded bank forecasts the coming hours' shape; the fresh one extrapolates.
+    [warm_scores, cold_scores] = [
+        backtest(bank, y[:, 3 * DAY + 120 :], [Window(0, DAY - 120)])[0] for bank in (seeded, fresh)
+    ]
+    assert warm_scores.skill() < cold_scores.skill()
 
 
 def test_periodicity_test_rejects_non_seasonal_noise() -> None:
@@ -89,10 +137,9 @@ def test_interval_coverage_near_nominal(scored: Scored) -> None:
     live = bank.accuracy()
     assert live.nominal_coverage == pytest.approx(0.9)
     assert 0.8 <= live.coverage <= 0.96
-    assert 0 < live.mase < 1.0
+    assert 0 < live.mase < 1.0 and 0 < live.skill < 1.0
     assert live.series_scored > 0.9 * len(bank)
-    assert live.series_mase.shape == (len(bank),)
-    assert not live.degraded()
+    assert live.series_mase.shape == (len(bank),) and live.series_skill.shape == (len(bank),)
 
 
 def test_forecast_shapes_and_quantile_order(scored: Scored) -> None:
@@ -119,14 +166,14 @@ def test_gaps_advance_state_without_recording_errors() -> None:
     before = bank.forecast().mean.copy()
     step = bank.update(np.array([np.nan, 0.5]))
     assert step.missing.tolist() == [True, False]
-    assert math.isnan(step.residual[0]) and not step.anomaly[0]
+    assert math.isnan(step.residual[0]) and not step.outlier[0]
     # the missing series records nothing new (its window can only lose its oldest errors)
     assert (bank.error_counts[0] <= counts[0]).all()
     assert bank.error_counts[1].sum() >= counts[1].sum() - 4
     after = bank.forecast().mean
     assert np.isfinite(after).all()
-    # without a sample the state advances on its own forecast: next mean = old forecast one step on
-    assert after[0, :3] == pytest.approx(before[0, 1:], abs=1e-12)
+    # without a sample the state advances on its own forecast: no news, the forecast barely moves
+    assert after[0] == pytest.approx(before[0], abs=0.02)
     for _ in range(30):  # a long outage does not crash or drift away
         bank.update(np.array([np.nan, np.nan]))
     assert np.isfinite(bank.forecast().mean).all()

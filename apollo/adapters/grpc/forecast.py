@@ -2,6 +2,11 @@
 
 The bank keeps fixed quantile levels; a request's confidence is answered with the configured central
 interval closest to it, and `confidence_level` says which one was served.
+
+Unknown is never zero: a resource the node has no forecast for, and an accuracy not known yet, go out as
+NaN (an explicit "unknown" any client can test), and the cluster aggregate averages only known values.
+`forecast_mode` and `mode_reason` say whether the engine decides on this forecast or has fallen back to
+current load.
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ import math
 import uuid
 
 import grpc
-import numpy as np
 
 from apollo.adapters.grpc.validation import require_valid
 from apollo.adapters.grpc.wire import timestamp
@@ -20,30 +24,39 @@ from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 from common.errors import NotFound
 from common.grpc_status import domain_errors
 
-MODEL_TYPE = "ets-damped-holt-winters (vectorised, empirical intervals)"
+MODEL_TYPE = "ets-damped-holt-winters mixed with last value and a slow mean (vectorised, empirical intervals)"
 _FIELDS = {"cpu": "cpu_usage", "memory": "memory_usage", "disk_io": "io_usage", "network": "network_usage"}
+NAN = math.nan
 
 
-def model_accuracy(mase: float) -> float:
-    """1 / (1 + MASE): 1 is perfect, 0.5 is as good as seasonal naive, 0 when unknown."""
-    return 1.0 / (1.0 + mase) if math.isfinite(mase) and mase >= 0 else 0.0
+def model_accuracy(skill: float) -> float:
+    """1 - skill: the forecast's skill score against last value on the same samples.
+
+    0 = no better than repeating the last value, 1 = perfect, negative = worse than last value. NaN while
+    unknown (never 0.0, which would read as "exactly as good as last value").
+    """
+    return 1.0 - skill if math.isfinite(skill) and skill >= 0 else NAN
+
+
+def _mode(view: EngineView) -> int:
+    return pb.FORECAST_MODE_REACTIVE if view.reactive else pb.FORECAST_MODE_PREDICTIVE
 
 
 def node_prediction(
     engine: Engine, view: EngineView, node: str, horizon_minutes: int, confidence: float
 ) -> pb.ResourcePrediction | None:
     fc = view.forecast
-    if fc is None:
+    layout = view.layout
+    i = layout.index.get(node)
+    if fc is None or i is None or len(fc.keys) != len(layout.node_of_row):
         return None
-    rows = {str(k[1]): i for i, k in enumerate(fc.keys) if str(k[0]) == node}  # type: ignore[index]
-    if not rows:
-        return None
+    rows = {res: int(r[i]) for res, r in layout.rows.items() if r[i] >= 0}
     step = view.step_seconds
     h = min(fc.mean.shape[1], max(1, math.ceil(horizon_minutes * 60 / step)))
     # The bank keeps fixed quantiles; the central interval closest to the one asked for is served and
     # its real level reported in confidence_level.
     levels = fc.quantiles
-    widths = [(levels[-1 - i] - levels[i], i) for i in range(len(levels) // 2)]
+    widths = [(levels[-1 - k] - levels[k], k) for k in range(len(levels) // 2)]
     width, lo_i = min(widths, key=lambda w: abs(w[0] - confidence))
     start = view.created_at
     pred = pb.ResourcePrediction(
@@ -54,24 +67,28 @@ def node_prediction(
         prediction_horizon_minutes=math.ceil(h * step / 60),
         confidence_level=round(width, 6),
         model_type=MODEL_TYPE + (" [reactive]" if view.reactive else ""),
-        model_accuracy=model_accuracy(view.mase),
+        model_accuracy=model_accuracy(view.skill),
         created_at=timestamp(view.created_at),
+        forecast_mode=_mode(view),  # type: ignore[arg-type]
+        mode_reason=view.mode_reason,
     )
-    z = view.anomaly_z.get(node, 0.0)
-    pred.anomaly_score = z
-    pred.anomaly_detected = z >= engine.bank_config.anomaly_z
-    if pred.anomaly_detected:
-        pred.anomaly_type = "residual-outlier"
+    table = view.table
+    if table is not None and node in table.index:
+        k = table.index[node]
+        pred.anomaly_score = float(table.anomaly_score[k])
+        pred.anomaly_detected = bool(table.anomaly[k])
+        if pred.anomaly_detected:
+            pred.anomaly_type = "abnormal-behaviour"
+    sources = (fc.mean, fc.values[:, -1 - lo_i, :], fc.values[:, lo_i, :])
     for j in range(h):
         t = timestamp(start + (j + 1) * step)
         entries = (pred.predicted_usage.add(), pred.upper_bound.add(), pred.lower_bound.add())
-        sources = (fc.mean, fc.values[:, -1 - lo_i, :], fc.values[:, lo_i, :])
         for entry, src in zip(entries, sources, strict=True):
             entry.timestamp.CopyFrom(t)
             for res, fieldname in _FIELDS.items():
-                if res in rows:
-                    value = float(src[rows[res], j])
-                    setattr(entry, fieldname, value if np.isfinite(value) else 0.0)
+                # Unknown stays unknown: a resource without a forecast, or a NaN step, is sent as NaN.
+                value = float(src[rows[res], j]) if res in rows else NAN
+                setattr(entry, fieldname, value if math.isfinite(value) else NAN)
     if view.scores is not None and node in view.index and bool(view.scores.overload[view.index[node]]):
         pred.recommendations.add(
             recommendation_type="migrate",
@@ -80,6 +97,12 @@ def node_prediction(
             recommended_action_time=timestamp(view.created_at),
         )
     return pred
+
+
+def _known_mean(values: list[float]) -> float:
+    """Mean of the known values; NaN when none is known (an unknown node never counts as 0)."""
+    known = [v for v in values if math.isfinite(v)]
+    return sum(known) / len(known) if known else NAN
 
 
 class ForecastServicer(pb_grpc.ForecastServiceServicer):
@@ -126,8 +149,11 @@ class ForecastServicer(pb_grpc.ForecastServiceServicer):
             agg.model_type = first.model_type
             agg.model_accuracy = first.model_accuracy
             agg.created_at.CopyFrom(first.created_at)
+            agg.forecast_mode = first.forecast_mode
+            agg.mode_reason = first.mode_reason
             agg.anomaly_detected = any(p.anomaly_detected for p in reply.node_predictions)
-            # Mean utilisation across nodes per step (a cluster-wide fraction, not a sum of fractions).
+            # Mean utilisation across the nodes whose value is known, per step (a cluster-wide fraction,
+            # not a sum of fractions); NaN when no node's is.
             for series in ("predicted_usage", "upper_bound", "lower_bound"):
                 steps = len(getattr(first, series))
                 for j in range(steps):
@@ -135,5 +161,5 @@ class ForecastServicer(pb_grpc.ForecastServiceServicer):
                     out.timestamp.CopyFrom(getattr(first, series)[j].timestamp)
                     for fieldname in _FIELDS.values():
                         vals = [getattr(getattr(p, series)[j], fieldname) for p in reply.node_predictions]
-                        setattr(out, fieldname, float(np.mean(vals)))
+                        setattr(out, fieldname, _known_mean(vals))
         return reply

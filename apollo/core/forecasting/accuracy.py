@@ -1,21 +1,26 @@
-"""Live forecast accuracy: MASE against seasonal naive and interval coverage, per series and overall.
+"""Live forecast accuracy: skill against last value, MASE against seasonal naive, interval coverage.
 
 Why live: the engine must notice when its forecasts stop being useful (a workload changed character, a
-metric's units changed) and fall back to reactive mode. Both figures are exponentially weighted with an
+metric's units changed) and fall back to reactive mode. All figures are exponentially weighted with an
 effective window of ``accuracy_window`` ticks, so they track the recent past at O(n) cost per tick.
 
-Definitions (the same as the offline :mod:`apollo.core.forecasting.backtest` and ``bench/forecast.py`` use):
+Definitions (the same as the offline :mod:`apollo.core.forecasting.backtest` and ``bench.forecast`` use):
 
-* MASE = mean |actual - forecast| over every lead time h = 1..H whose target arrived, divided by the mean
-  |y_t - y_{t-m}| of the seasonal naive forecast (naive |y_t - y_{t-1}| when the bank has no season,
-  season_length == 1). Below 1 means better than "same time yesterday". The naive errors are accumulated
-  over the same window, so the figure adapts when the series gets noisier for both methods.
+* Skill = the published forecast's mean absolute error over every lead time h = 1..H whose target
+  arrived, divided by the mean absolute error of repeating the last observed value, **on the same
+  samples** (same targets, same lead times). Below 1 the forecast beats doing nothing clever; this is the
+  figure the engine's fallback reads, because at a 30-minute horizon last value is the baseline a
+  forecast must beat to be worth acting on. Aggregated as a ratio of sums over the series whose
+  last-value error is above ``min_error`` (a series that never moves is no evidence either way).
+* MASE = the same mean absolute error divided by the mean |y_t - y_{t-m}| of the seasonal naive
+  forecast (naive |y_t - y_{t-1}| when the bank has no season, season_length == 1). Kept for
+  comparison with the literature; it is a weak yardstick at short horizons, so nothing decides on it.
 * Coverage = share of actuals inside the outermost quantile interval (lowest..highest level, e.g. the 90 %
   interval for quantiles 0.05/0.95). The live tracker uses the interval offsets current at the time the
   actual arrives (at most ``refresh_every`` + H ticks newer than the forecast's own), and always before the
   new error enters the error buffer, so it is out of sample.
 
-Aggregates are plain means over the series that have both figures, exported as floats.
+Unknown stays unknown: every aggregate is NaN until some series has data, never 0.
 """
 
 from __future__ import annotations
@@ -27,36 +32,41 @@ import numpy as np
 
 from apollo.core.forecasting.arrays import BoolArray, Float32Array, FloatArray, IntArray, grow, select
 
+MIN_ERROR = 1e-6  # last-value MAE below this (units of the series) = the series did not move: no evidence
+
 
 @dataclass(frozen=True, slots=True)
 class AccuracyReport:
     """Accuracy over the recent window; aggregates are NaN until some series has data.
 
     Attributes:
+        skill: sum over series of the forecast's MAE / sum of last value's MAE on the same samples
+            (< 1 beats last value). NaN when no series moved enough to tell.
         mase: mean over series of per-series MASE (lower is better; < 1 beats seasonal naive).
         coverage: mean over series of the share of actuals inside the outermost interval.
         nominal_coverage: what ``coverage`` should be (upper level - lower level).
-        series_scored: series contributing to the aggregates.
-        keys, series_mase, series_coverage: per-series figures aligned with ``keys`` (NaN = not enough data).
+        series_scored: series contributing to ``mase`` and ``coverage``.
+        series_skilled: series contributing to ``skill``.
+        keys, series_mase, series_coverage, series_skill: per-series figures aligned with ``keys``
+            (NaN = not enough data).
     """
 
+    skill: float
     mase: float
     coverage: float
     nominal_coverage: float
     series_scored: int
+    series_skilled: int
     keys: tuple[Hashable, ...]
     series_mase: FloatArray
     series_coverage: FloatArray
-
-    def degraded(self, max_mase: float = 1.0, coverage_tolerance: float = 0.1) -> bool:
-        """True when forecasts are worse than seasonal naive or intervals are badly calibrated."""
-        if self.series_scored == 0:
-            return False
-        return bool(self.mase > max_mase or abs(self.coverage - self.nominal_coverage) > coverage_tolerance)
+    series_skill: FloatArray
 
 
 class AccuracyTracker:
     """Exponentially weighted accumulators behind :class:`AccuracyReport`."""
+
+    _SUMS = ("err_sum", "err_w", "naive_sum", "naive_w", "cover_sum", "skill_model", "skill_last")
 
     def __init__(self, n_series: int, season_length: int, window: int) -> None:
         self.season_length = season_length
@@ -67,6 +77,8 @@ class AccuracyTracker:
         self.naive_sum: FloatArray = np.zeros(n_series)
         self.naive_w: FloatArray = np.zeros(n_series)
         self.cover_sum: FloatArray = np.zeros(n_series)
+        self.skill_model: FloatArray = np.zeros(n_series)
+        self.skill_last: FloatArray = np.zeros(n_series)
 
     def record(
         self,
@@ -76,8 +88,10 @@ class AccuracyTracker:
         valid: BoolArray,
         lower_offset: FloatArray,
         upper_offset: FloatArray,
+        last_errors: FloatArray,
     ) -> None:
-        """Score this tick's h-step errors ``[H, n]`` and the seasonal naive error of ``actual``."""
+        """Score this tick's h-step errors ``[H, n]``, last value's ``[H, n]`` and the seasonal naive error."""
+        d = self.decay
         n_valid = valid.sum(axis=0)
         has = n_valid > 0
         per = 1.0 / np.maximum(n_valid, 1)
@@ -85,10 +99,19 @@ class AccuracyTracker:
         inside = (errors >= lower_offset) & (errors <= upper_offset)
         inside &= valid
         cover = inside.sum(axis=0) * per
-        d = self.decay
         self.err_sum = np.where(has, d * self.err_sum + (1 - d) * abs_err, self.err_sum)
         self.cover_sum = np.where(has, d * self.cover_sum + (1 - d) * cover, self.cover_sum)
         self.err_w = np.where(has, d * self.err_w + (1 - d), self.err_w)
+
+        # Skill: both errors on exactly the same (target, lead) pairs.
+        both = valid & ~np.isnan(last_errors)
+        n_both = both.sum(axis=0)
+        has_both = n_both > 0
+        per_both = 1.0 / np.maximum(n_both, 1)
+        model = np.where(both, np.abs(errors), 0.0).sum(axis=0) * per_both
+        last = np.where(both, np.abs(last_errors), 0.0).sum(axis=0) * per_both
+        self.skill_model = np.where(has_both, d * self.skill_model + (1 - d) * model, self.skill_model)
+        self.skill_last = np.where(has_both, d * self.skill_last + (1 - d) * last, self.skill_last)
 
         slot = self.last_season[tick % self.season_length]
         naive_err = np.abs(actual - slot)
@@ -103,27 +126,35 @@ class AccuracyTracker:
             naive = self.naive_sum / self.naive_w
             mase = np.where((self.err_w > min_weight) & (self.naive_w > min_weight), mae / naive, np.nan)
             coverage = np.where(self.err_w > min_weight, self.cover_sum / self.err_w, np.nan)
+            # The EW weights of the two skill sums are the same, so their ratio needs no normalising.
+            moving = (self.err_w > min_weight) & (self.skill_last > MIN_ERROR * self.err_w)
+            series_skill = np.where(moving, self.skill_model / self.skill_last, np.nan)
         mase = np.where(np.isfinite(mase), mase, np.nan)
         scored = ~np.isnan(mase) & ~np.isnan(coverage)
         count = int(scored.sum())
+        skilled = int(moving.sum())
+        skill = float(self.skill_model[moving].sum() / self.skill_last[moving].sum()) if skilled else float("nan")
         return AccuracyReport(
+            skill=skill,
             mase=float(mase[scored].mean()) if count else float("nan"),
             coverage=float(coverage[scored].mean()) if count else float("nan"),
             nominal_coverage=nominal,
             series_scored=count,
+            series_skilled=skilled,
             keys=keys,
             series_mase=mase,
             series_coverage=coverage,
+            series_skill=series_skill,
         )
 
     def extend(self, count: int) -> None:
         self.last_season = grow(self.last_season, count, np.nan, axis=1)
-        for name in ("err_sum", "err_w", "naive_sum", "naive_w", "cover_sum"):
+        for name in self._SUMS:
             setattr(self, name, grow(getattr(self, name), count, 0.0))
 
     def take(self, rows: IntArray) -> None:
         self.last_season = select(self.last_season, rows, axis=1)
-        for name in ("err_sum", "err_w", "naive_sum", "naive_w", "cover_sum"):
+        for name in self._SUMS:
             setattr(self, name, select(getattr(self, name), rows))
 
 

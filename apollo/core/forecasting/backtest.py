@@ -3,7 +3,9 @@
 Why: tuning and the benchmark must score the model exactly as it runs in production, online, one tick
 at a time, every forecast made before its actual is seen. This replays ``history`` through the bank and,
 for every origin in the requested windows, scores the H forecasts it made against the actuals that arrive
-later. Scoring uses the intervals as they were at the origin (exact, unlike the live tracker).
+later. Scoring uses the intervals as they were at the origin (exact, unlike the live tracker). Every
+scored (origin, lead) pair is also scored for last value (the last observed value at the origin), so
+:meth:`BacktestScores.skill` compares the two on exactly the same samples.
 
 ``tile`` runs the same history through ``tile`` copies of the series, laid out copy-major
 (row = copy * n + series), which is how :mod:`apollo.core.forecasting.tuning` scores many parameter candidates in one
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from apollo.core.forecasting.accuracy import pinball_loss
-from apollo.core.forecasting.arrays import FloatArray
+from apollo.core.forecasting.arrays import FloatArray, IntArray
 from apollo.core.forecasting.bank import SeriesBank
 
 
@@ -48,6 +50,7 @@ class BacktestScores:
     pinball: FloatArray
     inside: FloatArray
     decision_level: float
+    last_abs_error: FloatArray
 
     def _per_series(self, total: FloatArray) -> FloatArray:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -65,6 +68,15 @@ class BacktestScores:
 
     def coverage(self) -> FloatArray:
         return self._per_series(self.inside)
+
+    def last_value_mae(self) -> FloatArray:
+        """Per-series MAE of repeating the last observed value, on exactly the same (origin, lead) pairs."""
+        return self._per_series(self.last_abs_error)
+
+    def skill(self, rows: IntArray | slice = slice(None)) -> float:
+        """Pooled skill of ``rows``: sum of absolute errors / sum of last value's on the same pairs (< 1 wins)."""
+        last = float(self.last_abs_error[rows].sum())
+        return float(self.abs_error[rows].sum()) / last if last > 0 else float("nan")
 
     def mase(self, scale: FloatArray) -> FloatArray:
         """Per-series MASE given the per-series seasonal naive scale (NaN where the scale is 0 or NaN)."""
@@ -94,9 +106,10 @@ def backtest(
     level = bank.quantiles[-1] if decision_level is None else decision_level
     q_index = bank.quantiles.index(level)
     H, rows = bank.horizon, n * tile
-    ring = np.full((H, 4, rows, H), np.nan)  # origin slot, (mean, lower, upper, decision), series, lead
-    sums = [{k: np.zeros((rows, H)) for k in ("count", "abs", "sq", "pin", "in")} for _ in windows]
+    ring = np.full((H, 5, rows, H), np.nan)  # origin slot, (mean, lower, upper, decision, last), series, lead
+    sums = [{k: np.zeros((rows, H)) for k in ("count", "abs", "sq", "pin", "in", "last")} for _ in windows]
     leads = np.arange(1, H + 1)
+    last = np.full(rows, np.nan)
     for j in range(steps):
         column = data[:, j]
         y = np.tile(column, tile) if tile > 1 else column
@@ -106,7 +119,8 @@ def backtest(
         if any(a.any() for a in active):
             past = ring[origins % H, :, :, leads - 1]  # [H lead, 4, rows]
             err = y[None, :] - past[:, 0]
-            ok = ~np.isnan(err) & ~np.isnan(past[:, 3])
+            last_err = y[None, :] - past[:, 4]
+            ok = ~np.isnan(err) & ~np.isnan(past[:, 3]) & ~np.isnan(last_err)
             pin = pinball_loss(y[None, :], past[:, 3], level)
             inside = (y[None, :] >= past[:, 1]) & (y[None, :] <= past[:, 2])
             for acc, mask in zip(sums, active, strict=True):
@@ -116,6 +130,8 @@ def backtest(
                 acc["sq"] += np.where(use, err.T**2, 0.0)
                 acc["pin"] += np.where(use, pin.T, 0.0)
                 acc["in"] += use & inside.T
+                acc["last"] += np.where(use, np.abs(last_err.T), 0.0)
+        last = np.where(np.isnan(y), last, y)
         if any(w.start <= j < w.end for w in windows):
             fc = bank.forecast()
             slot = ring[j % H]
@@ -123,6 +139,7 @@ def backtest(
             slot[1] = fc.lower
             slot[2] = fc.upper
             slot[3] = fc.values[:, q_index, :]
+            slot[4] = last[:, None]
     return [
         BacktestScores(
             count=acc["count"],
@@ -131,6 +148,7 @@ def backtest(
             pinball=acc["pin"],
             inside=acc["in"].astype(np.float64),
             decision_level=level,
+            last_abs_error=acc["last"],
         )
         for acc in sums
     ]

@@ -1,16 +1,20 @@
 """Vectorised online forecaster for every node x resource series: APOLLO's pure forecasting core.
 
 One :class:`SeriesBank` holds the state of all series and advances them together, one numpy pass per
-tick, because a Python loop over 40,000 series would cost more than the whole tick budget. No I/O here:
+tick, because a Python loop over 50,000 series would cost more than the whole tick budget. No I/O here:
 the service feeds it numbers and exports what it returns.
 
 Model (per series): damped-trend additive Holt-Winters, ETS(A,Ad,A) in error-correction form (see
 :mod:`apollo.core.forecasting.params`). The seasonal part is only switched on for series whose
 periodicity test passes (:mod:`apollo.core.forecasting.seasonality`); others have a zero seasonal
-component. Intervals are empirical quantiles of the model's own recent h-step errors
-(:mod:`apollo.core.forecasting.intervals`). Robust anomaly flags keep outliers out of the state and
-accept persistent level shifts (:mod:`apollo.core.forecasting.anomaly`). Accuracy is tracked live
-(:mod:`apollo.core.forecasting.accuracy`).
+component. The published mean forecast mixes that model with the last value and a slow mean, weighted
+per series and lead time by their recent errors (:mod:`apollo.core.forecasting.combine`). Intervals are
+empirical quantiles of the published forecast's own recent h-step errors
+(:mod:`apollo.core.forecasting.intervals`). Two separate outlier notions: a robust gate keeps single
+outliers out of the state and accepts persistent level shifts (:mod:`apollo.core.forecasting.anomaly`);
+a scale that cannot collapse plus persistence decide when a series behaves abnormally
+(:mod:`apollo.core.forecasting.abnormal`). Accuracy, including skill against last value on the same
+samples, is tracked live (:mod:`apollo.core.forecasting.accuracy`).
 
 Usage, once per sample interval (the "tick")::
 
@@ -19,10 +23,10 @@ Usage, once per sample interval (the "tick")::
     bank.ensure(keys)                  # sync membership: nodes come and go; order = bank.keys
     values = np.full(len(bank), np.nan)
     values[bank.positions(sample_keys)] = sample_values
-    step = bank.update(values)         # UpdateResult: anomaly flags, z-scores, accepted level shifts
+    step = bank.update(values)         # UpdateResult: outliers, abnormal flags, accepted level shifts
     fc = bank.forecast()               # ForecastResult: mean/lower/upper [n, H], values [n, Q, H]
     warn = overload_warning(fc.upper, threshold=0.85, k=3)   # apollo.core.forecasting.early_warning
-    acc = bank.accuracy()              # AccuracyReport: mase, coverage (floats) + per-series arrays
+    acc = bank.accuracy()              # AccuracyReport: skill, mase, coverage + per-series arrays
 
 Contract details the adapter must respect:
 
@@ -38,14 +42,16 @@ Contract details the adapter must respect:
 
 * ``forecast`` returns ``[n, H]`` / ``[n, Q, H]`` views of horizon-major buffers (not C-contiguous).
 * To start with history (e.g. from Prometheus ``query_range``), ``bank.replay(history)`` before the first
-  live tick; otherwise a series needs ``min_seasons`` days before its season can be detected and
-  ``min_errors`` ticks before its intervals are empirical (until then they are normal-theory, widened).
+  live tick; it ends by testing every series for a season and refreshing every interval, so a seasonal
+  series is seasonal again at once. Older history only matters to the periodicity test, which reads
+  bucket means: :meth:`SeriesBank.seed_buckets` takes them directly (e.g. hourly means for two days),
+  so a restart needs hours of full-resolution history, not days.
 
 Cost per tick is O(n * H) plus a rotating block of n / refresh_every series whose error windows are
-sorted (quantiles, MAD) and n / season_test_every series whose periodicity is re-tested: ~20-30 ms for
-40,000 series, H = 6 on one core. Memory is about ``n * (12 * season_length + 4 * error_window *
-horizon + 8 * season_buckets * season_history + 16 * quantiles * horizon)`` bytes, ~270 MB for 40,000
-series at 5-minute samples, daily season, H = 6.
+sorted (quantiles) and n / season_test_every series whose periodicity is re-tested. Memory is about
+``n * (12 * season_length + 4 * error_window * horizon + 4 * horizon**2 + 8 * season_buckets *
+season_history + 16 * quantiles * horizon + 40 * horizon + 200)`` bytes: ~330 MB for 50,000 series at
+5-minute steps, daily season, H = 6 (``bench.forecast`` measures it).
 """
 
 from __future__ import annotations
@@ -54,9 +60,11 @@ from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 
+from apollo.core.forecasting.abnormal import AbnormalDetector
 from apollo.core.forecasting.accuracy import AccuracyReport, AccuracyTracker
 from apollo.core.forecasting.anomaly import RunState, advance_runs, robust_center_scale, robust_z
 from apollo.core.forecasting.arrays import BoolArray, FloatArray, IntArray, grow, rotating_block, select
+from apollo.core.forecasting.combine import Combiner
 from apollo.core.forecasting.intervals import ErrorBuffer, empirical_offsets, fallback_offsets, normal_scores
 from apollo.core.forecasting.params import BankConfig, ForecastParams, validate_quantiles
 from apollo.core.forecasting.results import ForecastResult, Membership, UpdateResult
@@ -142,6 +150,9 @@ class SeriesBank:
         self._errors = ErrorBuffer(0, H, cfg.error_window)
         self._detector = SeasonDetector(0, m, cfg.season_buckets, cfg.season_history, cfg.min_seasons)
         self._accuracy = AccuracyTracker(0, m, cfg.accuracy_window)
+        self._combiner = Combiner(0, H, cfg.combine_window, cfg.slow_window, cfg.combine)
+        self._abnormal = AbnormalDetector(0, cfg.abnormal)
+        self._mean: FloatArray = np.full((H, 0), np.nan)
 
     # (attribute, fill for new series, series axis)
     _ROW_ARRAYS: tuple[tuple[str, object, int], ...] = (
@@ -160,6 +171,7 @@ class SeriesBank:
         ("_cached", np.nan, 2),
         ("_offsets", 0.0, 2),
         ("_needs_fallback", True, 0),
+        ("_mean", np.nan, 1),
     )
 
     def add(self, keys: Iterable[Hashable]) -> None:
@@ -184,6 +196,8 @@ class SeriesBank:
         self._errors.extend(count)
         self._detector.extend(count)
         self._accuracy.extend(count)
+        self._combiner.extend(count)
+        self._abnormal.extend(count)
         for k in new:
             self._index[k] = len(self._keys)
             self._keys.append(k)
@@ -208,6 +222,8 @@ class SeriesBank:
         self._errors.take(rows)
         self._detector.take(rows)
         self._accuracy.take(rows)
+        self._combiner.take(rows)
+        self._abnormal.take(rows)
         self._keys = [self._keys[i] for i in rows]
         self._index = {k: i for i, k in enumerate(self._keys)}
         self._keys_tuple = tuple(self._keys)
@@ -238,6 +254,9 @@ class SeriesBank:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
     @property
     def seasonal(self) -> BoolArray:
         """Which series currently use a seasonal component (the periodicity test passed)."""
@@ -246,7 +265,7 @@ class SeriesBank:
     @property
     def nbytes(self) -> int:
         """Bytes held in state arrays (for the service's memory metric)."""
-        parts = (self, self._errors, self._detector, self._accuracy, self._runs)
+        parts = (self, self._errors, self._detector, self._accuracy, self._runs, self._combiner, self._abnormal)
         return sum(v.nbytes for obj in parts for v in _array_attrs(obj))
 
     @property
@@ -278,6 +297,7 @@ class SeriesBank:
         self._phi[rows] = params.phi
         self._gamma[rows] = params.gamma
         self._phi_sum = self._damping_sums(self._phi)
+        self._publish(self._tick - 1)
 
     def set_param_arrays(self, alpha: FloatArray, beta: FloatArray, phi: FloatArray, gamma: FloatArray) -> None:
         """Per-series weights in one call (row order = ``keys``). Used by tuning to test many candidates."""
@@ -290,6 +310,7 @@ class SeriesBank:
             ForecastParams(*combo)  # validates each distinct combination
         self._alpha, self._beta, self._phi, self._gamma = (a.copy() for a in arrays)
         self._phi_sum = self._damping_sums(self._phi)
+        self._publish(self._tick - 1)
 
     # ------------------------------------------------------------------ the tick
 
@@ -318,35 +339,41 @@ class SeriesBank:
         s_now = self._season[phase].copy()
         level, trend, phi = self._level, self._trend, self._phi
 
-        # h-step errors of the forecasts made at origins t-1 .. t-H, re-derived from the state ring.
+        # The model's h-step forecasts of this sample (origins t-1 .. t-H), re-derived from the state ring.
         origins = t - self._h
         slots = origins % H
-        pred = self._phi_sum * self._trend_ring[slots]
-        pred += self._level_ring[slots]
-        pred += s_now
-        errors = y - pred  # [H, n]
+        model_past = self._phi_sum * self._trend_ring[slots]
+        model_past += self._level_ring[slots]
+        model_past += s_now
         valid = origins[:, None] >= self._valid_since
         valid &= observed
 
-        # Score before the errors enter the buffer, so coverage is out of sample.
-        self._accuracy.record(t, y, errors, valid, self._offsets[0], self._offsets[-1])
-
-        # Robust anomaly test on the one-step residual.
+        # The state gate: a robust test on the one-step residual keeps outliers out of the state.
         residual = y - (level + phi * trend + s_now)
         z = robust_z(residual, self._center, self._scale)
-        anomaly = observed & self._initialised & (np.abs(z) > cfg.anomaly_z)
-        accepted, shift = advance_runs(self._runs, anomaly, residual, observed, cfg.shift_run)
+        outlier = observed & self._initialised & (np.abs(z) > cfg.anomaly_z)
+
+        last_errors = self._combiner.learn(t, y, model_past, valid, outlier)
+        # Errors of what was published (the mix), which intervals and accuracy are about.
+        errors = y - self._combiner.past_published(t)  # [H, n]
+        valid &= ~np.isnan(errors)
+
+        # Score before the errors enter the buffer, so coverage is out of sample.
+        self._accuracy.record(t, y, errors, valid, self._offsets[0], self._offsets[-1], last_errors)
+
+        accepted, shift = advance_runs(self._runs, outlier, residual, observed, cfg.shift_run)
 
         self._errors.push(t, errors, valid)
 
-        # State update; flagged and missing observations move the state by its own forecast only.
-        use = observed & self._initialised & ~anomaly
+        # State update; outliers and missing observations move the state by its own forecast only.
+        use = observed & self._initialised & ~outlier
         e = np.where(use, residual, 0.0)
         alpha_e = self._alpha * e
         new_level = level + phi * trend + alpha_e + shift
         new_trend = phi * trend + self._beta * alpha_e
         self._season[phase] = s_now + np.where(self._seasonal, self._gamma * e, 0.0)
 
+        scored = self._initialised.copy()
         fresh = observed & ~self._initialised
         if fresh.any():
             new_level = np.where(fresh, y, new_level)
@@ -360,29 +387,45 @@ class SeriesBank:
         weight = np.maximum(1.0 / np.maximum(self._res_n, 1), 1.0 / cfg.error_window)
         self._res_var = np.where(use, (1 - weight) * self._res_var + weight * residual * residual, self._res_var)
 
-        self._detector.accumulate(t, np.where(anomaly, y - residual, y), observed)
-        self._refresh_block(t)
+        model_residual = np.where(scored, residual, np.nan)
+        verdict = self._abnormal.step(model_residual, y - s_now, self._level, observed)
+        self._combiner.observe(y, observed)
+
+        self._detector.accumulate(t, np.where(outlier, y - residual, y), observed)
+        self._refresh_block(rotating_block(len(self), cfg.refresh_every, t))
         if m > 1:
-            self._test_seasonality(t)
+            self._test_seasonality(rotating_block(len(self), cfg.season_test_every, t), t)
 
         self._level_ring[t % H] = self._level
         self._trend_ring[t % H] = self._trend
+        self._publish(t)
         self._merge_fallback()
         self._tick = t + 1
         return UpdateResult(
             keys=self._keys_tuple,
             tick=t,
-            residual=np.where(self._initialised & ~fresh, residual, np.nan),
+            residual=model_residual,
             zscore=z,
-            anomaly=anomaly,
+            outlier=outlier,
             level_shift=accepted,
             missing=~observed,
+            abnormal=verdict.abnormal,
+            abnormal_score=verdict.score,
         )
 
-    def _refresh_block(self, t: int) -> None:
-        """Recompute quantile offsets and the robust residual scale for this tick's block of series."""
+    def _publish(self, origin: int) -> None:
+        """The mean forecast for ticks origin+1 .. origin+H: the model's, mixed with the other experts."""
+        if len(self) == 0:
+            return
+        phases = (origin + self._h) % self.config.season_length
+        model_mean = self._phi_sum * self._trend
+        model_mean += self._level
+        model_mean += self._season[phases]
+        self._mean = self._combiner.combine(origin, model_mean)
+
+    def _refresh_block(self, rows: slice) -> None:
+        """Recompute quantile offsets and the robust residual scale for a block of series."""
         cfg = self.config
-        rows = rotating_block(len(self), cfg.refresh_every, t)
         if rows.start == rows.stop:
             return
         ordered = self._errors.sorted_block(rows)  # [H, nb, W]
@@ -413,10 +456,9 @@ class SeriesBank:
         cached = self._cached[:, :, idx]
         self._offsets[:, :, idx] = np.where(np.isnan(cached), fallback, cached)
 
-    def _test_seasonality(self, t: int) -> None:
-        """Run the periodicity test on this tick's block; switch the seasonal component on or off."""
+    def _test_seasonality(self, rows: slice, t: int) -> None:
+        """Run the periodicity test on a block of series; switch the seasonal component on or off."""
         cfg = self.config
-        rows = rotating_block(len(self), cfg.season_test_every, t)
         if rows.start == rows.stop:
             return
         acf = self._detector.strength(rows, t)
@@ -447,11 +489,7 @@ class SeriesBank:
         The arrays are ``[n, H]`` / ``[n, Q, H]`` views of horizon-major buffers (not C-contiguous); use
         ``np.ascontiguousarray`` if a consumer needs that.
         """
-        m = self.config.season_length
-        phases = (self._tick + self._h - 1) % m
-        mean = self._phi_sum * self._trend
-        mean += self._level
-        mean += self._season[phases]
+        mean = self._mean
         values = self._offsets + mean  # [Q, H, n]
         by_series = values.transpose(2, 0, 1)
         return ForecastResult(
@@ -477,3 +515,40 @@ class SeriesBank:
             raise ValueError(f"history must have shape ({len(self)}, T), got {data.shape}")
         for column in data.T:
             self._step(np.ascontiguousarray(column))
+        self.settle()
+
+    def settle(self) -> None:
+        """Test every series for a season and refresh every interval now, not over the next rotations.
+
+        Called after a replay (a restart), so a seasonal series uses its season from the first live tick
+        and every interval reflects the replayed errors. Works in blocks to bound the temporary memory.
+        """
+        n, cfg, t = len(self), self.config, self._tick - 1
+        if n == 0 or t < 0:
+            return
+        size = max(1, -(-n // max(cfg.refresh_every, 1)))
+        for start in range(0, n, size):
+            block = slice(start, min(n, start + size))
+            self._refresh_block(block)
+            if cfg.season_length > 1:
+                self._test_seasonality(block, t)
+        self._merge_fallback()
+        self._publish(t)
+
+    def seed_buckets(self, buckets: FloatArray, last_bucket: int) -> None:
+        """Fill the periodicity test's bucket history directly: ``buckets`` ``[n, L]`` (keys order).
+
+        Column j holds the mean of bucket ``last_bucket - L + 1 + j`` (bucket b covers ticks
+        ``b * bucket_size .. (b + 1) * bucket_size - 1``; see :attr:`bucket_seconds`). Used before a
+        replay so that days of history can come in as a few dozen means per series instead of
+        thousands of samples.
+        """
+        data = np.asarray(buckets, dtype=np.float64)
+        if data.ndim != 2 or data.shape[0] != len(self):
+            raise ValueError(f"buckets must have shape ({len(self)}, L), got {data.shape}")
+        self._detector.seed(data, last_bucket)
+
+    @property
+    def bucket_size(self) -> int:
+        """Ticks per bucket of the periodicity test (e.g. 12 five-minute ticks = hourly buckets)."""
+        return self._detector.bucket_size

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from apollo.core.forecasting.abnormal import AbnormalConfig
 from common.settings import ConfigError, check_fields, in_range, int_range, setting
 
 _MANY = 10**9  # no practical upper bound for a count
@@ -111,6 +112,13 @@ class BankConfig:
             rounding noise.
         prior_relative_scale: one-step sigma assumed before any residual is seen, as a fraction of the level.
         accuracy_window: effective window (ticks) of the exponentially weighted live accuracy figures.
+        combine_window: effective window (ticks) of the squared errors that weight the published mix of
+            model, last value and slow mean (:mod:`apollo.core.forecasting.combine`).
+        slow_window: effective window (ticks) of the slow mean, the level bursts and noise return to.
+        combine: publish the mix (True) or the model's own forecast (False: what tuning scores, since the
+            smoothing weights act on the model and the mix would partly hide a poor choice).
+        abnormal: thresholds of the "node behaves abnormally" test
+            (:mod:`apollo.core.forecasting.abnormal`), which is separate from the state gate above.
 
     Why these defaults (5-minute samples, 30-minute horizon; chosen on seeded synthetic traces with seeds
     the benchmark does not use): at this horizon a daily profile mostly contributes its slope, and a
@@ -138,11 +146,15 @@ class BankConfig:
     scale_floor: float = 1e-3
     prior_relative_scale: float = 0.1
     accuracy_window: int = 288
+    combine_window: int = 288
+    slow_window: int = 36
+    combine: bool = True
+    abnormal: AbnormalConfig = field(default_factory=AbnormalConfig)
 
     def __post_init__(self) -> None:
         for name, low in (("season_length", 1), ("season_buckets", 2), ("season_history", 2), ("shift_run", 1),
                           ("season_test_every", 1), ("error_window", 4), ("refresh_every", 1),
-                          ("accuracy_window", 1)):  # fmt: skip
+                          ("accuracy_window", 1), ("combine_window", 1), ("slow_window", 1)):  # fmt: skip
             int_range(low, _MANY)(name, getattr(self, name))
         int_range(2, self.season_history)("min_seasons", self.min_seasons)
         int_range(2, self.error_window)("min_errors", self.min_errors)
@@ -152,6 +164,13 @@ class BankConfig:
         in_range(1.0, 1e6)("anomaly_z", self.anomaly_z)
         in_range(0.0, math.inf, lo_open=True, hi_open=True)("scale_floor", self.scale_floor)
         in_range(0.0, 1e6)("prior_relative_scale", self.prior_relative_scale)
+        a = self.abnormal
+        for name in ("window", "warmup", "level_steps"):
+            int_range(1 if name != "warmup" else 0, _MANY)(f"abnormal.{name}", getattr(a, name))
+        for name in ("k", "drift_k", "rel_spread", "rel_level"):
+            in_range(0.0, 1e6)(f"abnormal.{name}", getattr(a, name))
+        for name in ("h", "drift_h", "level_z", "floor"):
+            in_range(0.0, 1e6, lo_open=True)(f"abnormal.{name}", getattr(a, name))
 
 
 def validate_quantiles(quantiles: tuple[float, ...]) -> tuple[float, ...]:

@@ -48,24 +48,33 @@ class UpdateResult:
 
     Attributes:
         tick: tick of the observation.
-        residual: actual minus one-step forecast (NaN where missing or not yet initialised).
-        zscore: robust z-score of the residual (NaN where it could not be computed).
-        anomaly: flagged observations (kept out of the state).
-        level_shift: series whose run of flags was accepted as a new level at this tick.
+        residual: actual minus the model's one-step forecast (NaN where missing or not yet initialised).
+        zscore: the state gate's robust z-score of the residual (NaN where it could not be computed).
+        outlier: observations the gate kept out of the state (cheap, may be frequent; not reported).
+        level_shift: series whose run of outliers was accepted as a new level at this tick.
         missing: series without an observation this tick.
+        abnormal: series behaving abnormally (rare; what is reported and penalised).
+        abnormal_score: severity of the abnormal test in scale units, >= 0 (NaN while it warms up or
+            where the sample is missing).
     """
 
     keys: tuple[Hashable, ...]
     tick: int
     residual: FloatArray
     zscore: FloatArray
-    anomaly: BoolArray
+    outlier: BoolArray
     level_shift: BoolArray
     missing: BoolArray
+    abnormal: BoolArray
+    abnormal_score: FloatArray
 
     @property
-    def anomalies(self) -> list[Hashable]:
-        return [self.keys[i] for i in np.flatnonzero(self.anomaly)]
+    def outliers(self) -> list[Hashable]:
+        return [self.keys[i] for i in np.flatnonzero(self.outlier)]
+
+    @property
+    def abnormals(self) -> list[Hashable]:
+        return [self.keys[i] for i in np.flatnonzero(self.abnormal)]
 
 
 @dataclass(frozen=True, slots=True)

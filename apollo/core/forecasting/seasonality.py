@@ -133,6 +133,13 @@ class SeasonDetector:
             self.acc_sum[:] = 0.0
             self.acc_cnt[:] = 0
 
+    def seed(self, buckets: FloatArray, last_bucket: int) -> None:
+        """Write bucket means ``[n, L]`` for buckets ``last_bucket - L + 1 .. last_bucket`` into the ring."""
+        length = buckets.shape[1]
+        keep = min(length, self.length)
+        ids = np.arange(last_bucket - keep + 1, last_bucket + 1)
+        self.ring[ids % self.length] = buckets[:, length - keep :].T
+
     def chronological(self, rows: slice | IntArray, tick: int) -> tuple[FloatArray, int]:
         """Closed buckets ``[L, k]`` of ``rows``, oldest first, and the bucket phase of the first row."""
         last = (tick + 1) // self.bucket_size - 1  # last closed bucket id after `tick`

@@ -7,6 +7,9 @@ one :class:`~apollo.core.forecasting.bank.SeriesBank` (see
 :func:`apollo.core.forecasting.backtest.backtest` with ``tile``). Parameters are shared by all series
 passed in, so call once per resource kind to get one set per kind.
 
+What is scored: the model's own forecasts (``BankConfig.combine`` off), not the published mix of model, last
+value and slow mean, because the weights being tuned act on the model alone.
+
 Why two scoring windows: picking the best of many candidates on one window flatters the winner
 (selection bias). The history is split into warm-up | selection | holdout; the best candidate on the
 selection window must then beat the current parameters on the holdout window, by ``min_improvement``,
@@ -18,7 +21,7 @@ Input is what Prometheus ``query_range`` returns, as ``[n_series, T]`` with NaN 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -144,7 +147,9 @@ def tune(
 
     cands = (grid or ParamGrid()).candidates(current)
     c = len(cands)
-    bank = SeriesBank(params=current, horizon=horizon, quantiles=quantiles, config=cfg)
+    # Score the model's own forecasts: the smoothing weights act on them, and the published mix with last
+    # value and a slow mean would partly hide a poor choice (it leans on the other experts instead).
+    bank = SeriesBank(params=current, horizon=horizon, quantiles=quantiles, config=replace(cfg, combine=False))
     bank.add(range(n * c))
     bank.set_param_arrays(
         alpha=np.repeat([p.alpha for p in cands], n),

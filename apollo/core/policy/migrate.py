@@ -48,7 +48,12 @@ class _Hotspot:
 
     @property
     def severity(self) -> float:
-        return float(np.fmax(np.nan_to_num(self.cpu_peak), np.nan_to_num(self.memory_peak)))
+        return max(_known(self.cpu_peak), _known(self.memory_peak))
+
+
+def _known(value: float, default: float = 0.0) -> float:
+    """``value``, or ``default`` when it is NaN (scalar math: numpy per hotspot costs more than the plan)."""
+    return default if math.isnan(value) else value
 
 
 def _coverage(pod: RunningPod, spot: _Hotspot) -> float:
@@ -117,7 +122,13 @@ class MigratePlanner:
             by_node.setdefault(pod.node, []).append(pod)
         decisions: list[PolicyDecision] = []
         skipped: list[Skip] = []
-        for spot in sorted(self._confirmed_hotspots(table, now), key=lambda s: (-s.severity, s.node)):
+        # A confirmed node without pods has nothing to move: it is reported without sizing its relief, so
+        # a cluster-wide overload (every node confirmed) costs one line per node, not a plan per node.
+        spots = self._confirmed_hotspots(table, now, with_pods=set(by_node))
+        for node in sorted(self.confirmed - set(by_node)):
+            if node in table.index and not table.stale[table.index[node]]:
+                skipped.append(Skip(Action.MIGRATE, node, "overload coming but no pod on the node"))
+        for spot in sorted(spots, key=lambda s: (-s.severity, s.node)):
             decision, why = self._migrate_from(spot, table, by_node.get(spot.node, []), tick.placements, now)
             skipped.extend(why)
             if decision is not None:
@@ -177,7 +188,8 @@ class MigratePlanner:
 
     # -- overload hysteresis -----------------------------------------------------------------------
 
-    def _confirmed_hotspots(self, table: NodeTable, now: float) -> list[_Hotspot]:
+    def _confirmed_hotspots(self, table: NodeTable, now: float, with_pods: set[str] | None = None) -> list[_Hotspot]:
+        """Advance the hysteresis (once per ``now``); the confirmed nodes (among ``with_pods`` when given)."""
         st = self.ctx.settings
         if table.horizon == 0:
             return []
@@ -192,7 +204,7 @@ class MigratePlanner:
             self._advance_streaks(table, warn, np.fmax(cpu_peak, mem_peak))
             self.last_tick = now
         spots = []
-        for node in self.confirmed:
+        for node in self.confirmed if with_pods is None else self.confirmed & with_pods:
             i = table.index.get(node)
             if i is None or table.stale[i]:
                 continue
@@ -200,10 +212,15 @@ class MigratePlanner:
         return spots
 
     def _advance_streaks(self, table: NodeTable, warn: BoolArray, peak: FloatArray) -> None:
+        """Streaks and confirmations; only warned, streaking or confirmed nodes can change, so only they are
+        visited (a quiet node of 10,000 costs nothing)."""
         st = self.ctx.settings
         self.confirmed &= set(table.nodes)
         self.streak = {n: c for n, c in self.streak.items() if n in table.index}
-        for i, node in enumerate(table.nodes):
+        rows = set(np.flatnonzero(warn).tolist())
+        rows.update(table.index[n] for n in (*self.streak, *self.confirmed))
+        for i in sorted(rows):
+            node = table.nodes[i]
             if table.stale[i]:
                 continue  # old data are no evidence either way
             self.streak[node] = min(self.streak.get(node, 0) + 1, st.confirm_ticks) if warn[i] else 0
@@ -218,8 +235,8 @@ class MigratePlanner:
         """Load that must leave node ``i`` to bring it under the clear level, minus relief already under way."""
         node, target = table.nodes[i], self.ctx.settings.clear_level
         moving_cpu, moving_mem = self.ctx.ledger.leaving(node)
-        need_cpu = float(np.nan_to_num((cpu_peak - target) * table.cpu_capacity[i] - moving_cpu))
-        need_mem = float(np.nan_to_num((mem_peak - target) * table.memory_capacity[i] - moving_mem))
+        need_cpu = _known((cpu_peak - target) * float(table.cpu_capacity[i]) - moving_cpu)
+        need_mem = _known((mem_peak - target) * float(table.memory_capacity[i]) - moving_mem)
         return _Hotspot(i, node, cpu_peak, mem_peak, first, need_cpu, need_mem, moving_cpu + moving_mem > 0)
 
     # -- choosing and issuing ----------------------------------------------------------------------

@@ -7,7 +7,9 @@ value, insights) happen in the per-pod scoring and in the extender.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +22,31 @@ BoolArray = npt.NDArray[np.bool_]
 # A node flagged "overload coming" scores at most this: it sinks to the bottom of every ranking, yet keeps
 # an order among flagged nodes for when the extender must place a pod on one of them.
 OVERLOAD_SCORE_CAP = 10
+
+
+class Reasons(Sequence[str]):
+    """Each node's one-line reason, formatted only when read: a tick at 10,000 nodes must not build
+    10,000 strings that only the few nodes someone asks about (or the overloaded ones) ever need."""
+
+    def __init__(self, known: BoolArray, overload: BoolArray, cpu_peak: FloatArray, memory_peak: FloatArray) -> None:
+        self._known, self._overload, self._cpu, self._memory = known, overload, cpu_peak, memory_peak
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not self._known[i]:
+            return "no forecast yet: neutral"
+        head = "overload predicted: " if self._overload[i] else ""
+        return f"{head}cpu peak {self._cpu[i]:.0%}, memory peak {self._memory[i]:.0%}"
 
 
 @dataclass(frozen=True)
@@ -35,7 +62,7 @@ class NodeScores:
     memory_headroom_bytes: FloatArray
     cpu_allocatable: FloatArray
     memory_allocatable: FloatArray
-    reasons: list[str]
+    reasons: Sequence[str]
 
 
 def _peak(upper: FloatArray) -> FloatArray:
@@ -74,14 +101,7 @@ def snapshot_scores(
     score = np.where(overload, np.minimum(score, OVERLOAD_SCORE_CAP), score).astype(np.int64)
     cpu_headroom = cpu_allocatable * (1.0 - cpu_peak)
     mem_headroom = memory_allocatable * (1.0 - mem_peak)
-    reasons = [
-        (
-            f"{'overload predicted: ' if overload[i] else ''}cpu peak {cpu_peak[i]:.0%}, memory peak {mem_peak[i]:.0%}"
-            if known[i]
-            else "no forecast yet: neutral"
-        )
-        for i in range(n)
-    ]
+    reasons = Reasons(known, overload, cpu_peak, mem_peak)
     return NodeScores(
         nodes,
         score,

@@ -19,13 +19,13 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-def _series_matrix(outlooks: Sequence[NodeOutlook], resource: str, horizon: int) -> FloatArray:
+def _series_matrix(outlooks: Sequence[NodeOutlook], resource: str, horizon: int, which: str = "upper") -> FloatArray:
     """Rows padded with NaN to ``horizon``; full-length rows are stacked in one copy (the common case)."""
     out = np.full((len(outlooks), horizon), np.nan)
     rows: list[int] = []
     full: list[FloatArray] = []
     for i, o in enumerate(outlooks):
-        series = o.upper.get(resource)
+        series = getattr(o, which).get(resource)
         if series is None or not series.size:
             continue
         if series.size >= horizon:
@@ -54,8 +54,9 @@ def _positive_or_nan(values: FloatArray) -> FloatArray:
 class NodeTable:
     """Every node's forecast and facts as flat arrays, row ``i`` = ``nodes[i]``; built once per tick.
 
-    ``*_upper`` are the raw upper-quantile series ``[n, H]``; ``*_peak_to`` their running maxima, so the
-    peak over any pod horizon is one column. ``gpus_free`` etc. are NaN where unknown.
+    ``*_upper`` are the raw upper-quantile series ``[n, H]``, ``*_mean`` the mean forecasts; ``*_peak_to``
+    the running maxima of the upper series, so the peak over any pod horizon is one column. ``gpus_free``
+    etc. are NaN where unknown.
     """
 
     nodes: tuple[str, ...]
@@ -78,29 +79,21 @@ class NodeTable:
     anomaly_score: FloatArray
     stale: BoolArray
     step_seconds: FloatArray
+    cpu_mean: FloatArray
+    memory_mean: FloatArray
 
     @classmethod
     def build(cls, outlooks: Sequence[NodeOutlook], insights: Mapping[str, NodeInsight] | None = None) -> NodeTable:
+        """From per-node outlooks (tests, on-demand callers); the engine uses :meth:`from_matrices`."""
         nodes = tuple(o.node for o in outlooks)
-        index = {name: i for i, name in enumerate(nodes)}
-        if len(index) != len(nodes):
-            raise ValueError("node names in outlooks must be unique")
         horizon = max((v.size for o in outlooks for v in o.upper.values()), default=0)
-        cpu = _series_matrix(outlooks, "cpu", horizon)
-        mem = _series_matrix(outlooks, "memory", horizon)
         gpus_free, csd_free, fast_free = _insight_vectors(outlooks, insights or {})
-        return cls(
-            nodes=nodes,
-            index=index,
-            horizon=horizon,
-            cpu_upper=cpu,
-            memory_upper=mem,
-            cpu_peak_to=_running_max(cpu),
-            memory_peak_to=_running_max(mem),
-            disk_peak_to=_running_max(_series_matrix(outlooks, "disk_io", horizon)),
-            gpu_peak_to=_running_max(_series_matrix(outlooks, "gpu", horizon)),
-            cpu_capacity=_positive_or_nan(np.array([o.capacity.cpu_cores for o in outlooks], dtype=np.float64)),
-            memory_capacity=_positive_or_nan(np.array([o.capacity.memory_bytes for o in outlooks], dtype=np.float64)),
+        return cls.from_matrices(
+            nodes,
+            upper={r: _series_matrix(outlooks, r, horizon) for r in ("cpu", "memory", "disk_io", "gpu")},
+            mean={r: _series_matrix(outlooks, r, horizon, "mean") for r in ("cpu", "memory")},
+            cpu_capacity=np.array([o.capacity.cpu_cores for o in outlooks], dtype=np.float64),
+            memory_capacity=np.array([o.capacity.memory_bytes for o in outlooks], dtype=np.float64),
             cpu_requested=np.array([o.requested_cpu_cores for o in outlooks], dtype=np.float64),
             memory_requested=np.array([o.requested_memory_bytes for o in outlooks], dtype=np.float64),
             gpus_free=gpus_free,
@@ -110,6 +103,66 @@ class NodeTable:
             anomaly_score=np.array([max(o.anomaly_score, 0.0) for o in outlooks], dtype=np.float64),
             stale=np.array([o.stale for o in outlooks], dtype=np.bool_),
             step_seconds=np.array([o.step_seconds for o in outlooks], dtype=np.float64),
+        )
+
+    @classmethod
+    def from_matrices(
+        cls,
+        nodes: tuple[str, ...],
+        *,
+        upper: Mapping[str, FloatArray],
+        mean: Mapping[str, FloatArray],
+        cpu_capacity: FloatArray,
+        memory_capacity: FloatArray,
+        cpu_requested: FloatArray,
+        memory_requested: FloatArray,
+        gpus_free: FloatArray,
+        csd_free: FloatArray,
+        fast_free_bytes: FloatArray,
+        anomaly: BoolArray,
+        anomaly_score: FloatArray,
+        stale: BoolArray,
+        step_seconds: FloatArray,
+    ) -> NodeTable:
+        """From per-node arrays (row i = ``nodes[i]``): what the engine builds each tick without a Python loop.
+
+        ``upper``/``mean`` map a resource to ``[n, H]`` (NaN unknown; a resource absent = unknown
+        everywhere). Capacities of 0 or less mean unknown and become NaN.
+        """
+        index = {name: i for i, name in enumerate(nodes)}
+        if len(index) != len(nodes):
+            raise ValueError("node names must be unique")
+        horizon = max((m.shape[1] for m in upper.values()), default=0)
+        unknown = np.full((len(nodes), horizon), np.nan)
+
+        def series(src: Mapping[str, FloatArray], resource: str) -> FloatArray:
+            got = src.get(resource)
+            return unknown if got is None else got
+
+        cpu, mem = series(upper, "cpu"), series(upper, "memory")
+        return cls(
+            nodes=nodes,
+            index=index,
+            horizon=horizon,
+            cpu_upper=cpu,
+            memory_upper=mem,
+            cpu_peak_to=_running_max(cpu),
+            memory_peak_to=_running_max(mem),
+            disk_peak_to=_running_max(series(upper, "disk_io")),
+            gpu_peak_to=_running_max(series(upper, "gpu")),
+            cpu_capacity=_positive_or_nan(np.asarray(cpu_capacity, dtype=np.float64)),
+            memory_capacity=_positive_or_nan(np.asarray(memory_capacity, dtype=np.float64)),
+            cpu_requested=np.asarray(cpu_requested, dtype=np.float64),
+            memory_requested=np.asarray(memory_requested, dtype=np.float64),
+            gpus_free=gpus_free,
+            csd_free=csd_free,
+            fast_free_bytes=fast_free_bytes,
+            anomaly=anomaly,
+            anomaly_score=anomaly_score,
+            stale=stale,
+            step_seconds=step_seconds,
+            cpu_mean=series(mean, "cpu"),
+            memory_mean=series(mean, "memory"),
         )
 
     def __len__(self) -> int:
