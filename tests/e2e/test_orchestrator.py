@@ -605,6 +605,9 @@ def test_a_second_replica_never_acts_while_the_first_holds_the_lease(
     assert m2.status.phase == Phase.SUCCEEDED
     standby_id = (standby.probe() or {}).get("identity")
     assert {e.reporting_instance for e in events_for(cluster, namespace, "PodMigration", second)} == {standby_id}
+    standby.stop()  # SIGTERM: a clean stop releases the lease, so a successor need not wait for it to expire
+    lease = client.CoordinationV1Api(cluster.api).read_namespaced_lease(LEASE, "default")
+    assert lease.spec is not None and not lease.spec.holder_identity
 
 
 def test_a_migrate_policy_from_apollo_ends_as_a_succeeded_migration_and_a_result(
