@@ -12,6 +12,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"strconv"
 	"sync/atomic"
 )
 
@@ -75,9 +76,17 @@ func names(a args) ([]string, error) {
 	return out, nil
 }
 
+// reply sends v with a Content-Length, as the extender under test does (a streamed encoder would switch
+// to chunked transfer above a couple of kilobytes).
 func reply(w http.ResponseWriter, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	if err := json.NewEncoder(w).Encode(v); err != nil {
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if _, err := w.Write(body); err != nil {
 		log.Printf("write: %v", err)
 	}
 }
