@@ -12,7 +12,7 @@ per series and lead time by their recent errors (:mod:`apollo.core.forecasting.c
 empirical quantiles of the published forecast's own recent h-step errors
 (:mod:`apollo.core.forecasting.intervals`). Two separate outlier notions: a robust gate keeps single
 outliers out of the state and accepts persistent level shifts (:mod:`apollo.core.forecasting.anomaly`);
-a scale that cannot collapse plus persistence decide when a series behaves abnormally
+a residual test against a scale that cannot collapse decides when a series behaves abnormally
 (:mod:`apollo.core.forecasting.abnormal`). Accuracy, including skill against last value on the same
 samples, is tracked live (:mod:`apollo.core.forecasting.accuracy`).
 
@@ -388,7 +388,7 @@ class SeriesBank:
         self._res_var = np.where(use, (1 - weight) * self._res_var + weight * residual * residual, self._res_var)
 
         model_residual = np.where(scored, residual, np.nan)
-        verdict = self._abnormal.step(model_residual, y - s_now, self._level, observed)
+        verdict = self._abnormal.step(model_residual, y - s_now, observed)
         self._combiner.observe(y, observed)
 
         self._detector.accumulate(t, np.where(outlier, y - residual, y), observed)

@@ -165,11 +165,13 @@ class BankConfig:
         in_range(0.0, math.inf, lo_open=True, hi_open=True)("scale_floor", self.scale_floor)
         in_range(0.0, 1e6)("prior_relative_scale", self.prior_relative_scale)
         a = self.abnormal
-        for name in ("window", "warmup", "level_steps"):
-            int_range(1 if name != "warmup" else 0, _MANY)(f"abnormal.{name}", getattr(a, name))
-        for name in ("k", "drift_k", "rel_spread", "rel_level"):
+        int_range(1, _MANY)("abnormal.window", a.window)
+        int_range(0, _MANY)("abnormal.warmup", a.warmup)
+        in_range(0.5, 1.0, hi_open=True)("abnormal.tail_p", a.tail_p)
+        in_range(0.0, 1.0, lo_open=True)("abnormal.tail_rate", a.tail_rate)
+        for name in ("rel_spread", "rel_level"):
             in_range(0.0, 1e6)(f"abnormal.{name}", getattr(a, name))
-        for name in ("h", "drift_h", "level_z", "floor"):
+        for name in ("spike_z", "tail_z", "floor"):
             in_range(0.0, 1e6, lo_open=True)(f"abnormal.{name}", getattr(a, name))
 
 

@@ -294,3 +294,101 @@ def cluster_traces(
         step_minutes=step_minutes,
         season_length=per_day,
     )
+
+
+ANOMALY_KINDS = ("spike", "level_shift", "drift", "variance_burst")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledAnomalies:
+    """Anomalies injected into traces: ``values`` with them, and one labelled window per anomaly.
+
+    A detection anywhere in ``[start, end)`` of a window counts for it; ``end`` includes a short
+    tolerance after the anomaly itself (a detector may need a sample or two to be sure).
+    """
+
+    values: FloatArray
+    row: IntArray
+    start: IntArray
+    end: IntArray
+    kind: tuple[str, ...]
+
+    def window_mask(self) -> BoolArray:
+        """``[n, T]``: True inside some labelled window (flags there are not false flags)."""
+        mask = np.zeros(self.values.shape, dtype=np.bool_)
+        for r, a, b in zip(self.row.tolist(), self.start.tolist(), self.end.tolist(), strict=True):
+            mask[r, a:b] = True
+        return mask
+
+
+def _local_sigma(values: FloatArray, per_hour: int) -> FloatArray:
+    """Per series: the standard deviation of values around their centred one-hour mean (floored)."""
+    filled = np.where(np.isnan(values), np.nanmean(values, axis=1, keepdims=True), values)
+    kernel = np.ones(per_hour) / per_hour
+    smooth = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="same"), 1, filled)
+    result: FloatArray = np.maximum(np.nanstd(values - smooth, axis=1), 0.01)
+    return result
+
+
+def inject_anomalies(
+    values: FloatArray, *, first: int, per_day: float = 1.0, step_minutes: int = 5, seed: int = 0
+) -> LabelledAnomalies:
+    """Inject labelled anomalies into copies of ``values`` ``[n, T]`` from column ``first`` on.
+
+    Kinds, sizes relative to each series' own short-term variability (``sigma``) so a noisy series gets
+    proportionally larger ones: a spike (one sample, +4..10 sigma), a level shift (persistent, +-3..6
+    sigma), a slow drift (a ramp of 3..6 sigma over 2-6 hours, then held), a variance burst (noise of
+    3..6 sigma for 1-3 hours). About ``per_day`` anomalies per series and day, at least six hours apart.
+    Windows: the anomaly plus three samples (spike, burst); the first hour (level shift: afterwards it is
+    the series' new normal); the ramp plus an hour (drift). Values stay clipped to [0, 1].
+    """
+    rng = np.random.default_rng(seed)
+    out = values.copy()
+    n, steps = out.shape
+    per_step_day = 1440 // step_minutes
+    hour = 60 // step_minutes
+    sigma = _local_sigma(values[:, :first] if first > hour else values, hour)
+    rows: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    kinds: list[str] = []
+    gap = 6 * hour
+    count = max(1, round(per_day * (steps - first) / per_step_day))
+    for r in range(n):
+        at = first + hour
+        for _ in range(count):
+            at += int(rng.integers(gap, max(gap + 1, (steps - first) // count)))
+            if at >= steps - 4 * hour:
+                break
+            kind = ANOMALY_KINDS[int(rng.integers(len(ANOMALY_KINDS)))]
+            s = sigma[r]
+            sign = 1.0 if out[r, at - 1] < 0.5 or np.isnan(out[r, at - 1]) else -1.0
+            if kind == "spike":
+                out[r, at] += sign * rng.uniform(4.0, 10.0) * s
+                end = at + 1 + 3
+            elif kind == "level_shift":
+                out[r, at:] += sign * rng.uniform(3.0, 6.0) * s
+                end = at + hour
+            elif kind == "drift":
+                length = int(rng.uniform(2.0, 6.0) * hour)
+                ramp = np.minimum(np.arange(steps - at) / length, 1.0)
+                out[r, at:] += sign * rng.uniform(3.0, 6.0) * s * ramp
+                end = at + length + hour
+            else:
+                length = int(rng.uniform(1.0, 3.0) * hour)
+                stop = min(steps, at + length)
+                out[r, at:stop] += rng.normal(0.0, rng.uniform(3.0, 6.0) * s, stop - at)
+                end = stop + 3
+            rows.append(r)
+            starts.append(at)
+            ends.append(min(steps, end))
+            kinds.append(kind)
+            at = end
+    np.clip(out, 0.0, 1.0, out=out)
+    return LabelledAnomalies(
+        values=out,
+        row=np.array(rows, dtype=np.int64),
+        start=np.array(starts, dtype=np.int64),
+        end=np.array(ends, dtype=np.int64),
+        kind=tuple(kinds),
+    )
