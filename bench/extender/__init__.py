@@ -3,11 +3,11 @@
 Run::
 
     python -m bench.extender --json           # full: 15 s per load case; 500 kwok nodes, 1,000 pods per run
-    python -m bench.extender --json --quick   # 4 s per load case; 100 kwok nodes, 200 pods per run
+    python -m bench.extender --json --quick   # 4 s per load case; 100 kwok nodes, 400 pods per run
 
 Both run the latency cases (1,000 and 5,000 nodes as kube-scheduler calls, policy-annotated pods, HTTPS,
 concurrent callers) and the scheduling runs without an extender, with the no-op one and with ours, in
-burst and in drain mode, interleaved twice (``--sched-repeats``); the full run adds single scheduling
+burst and in drain mode, interleaved three times (``--sched-repeats``); the full run adds single scheduling
 runs in the other modes (``nodeCacheCapable: false``, HTTPS, policy-annotated pods) and a latency case
 with policy lookups off.
 

@@ -51,16 +51,16 @@ def cleanup_on_sigterm() -> Iterator[None]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.extender", description=DESCRIPTION)
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    parser.add_argument("--quick", action="store_true", help="shorter loads, 100 kwok nodes, 200 pods")
+    parser.add_argument("--quick", action="store_true", help="shorter loads, 100 kwok nodes, 400 pods per run")
     parser.add_argument(
         "--connections", type=int, default=4, help="keep-alive connections of the concurrent-callers case"
     )
     parser.add_argument("--duration", type=float, help="seconds of measured load per case (default 15, quick 4)")
     parser.add_argument("--sched-nodes", type=int, help="kwok nodes (default 500, quick 100)")
-    parser.add_argument("--sched-pods", type=int, help="pods per run (default 1000, quick 200)")
+    parser.add_argument("--sched-pods", type=int, help="pods per run (default 1000, quick 400)")
     parser.add_argument("--skip-sched", action="store_true", help="latency part only")
     parser.add_argument("--skip-latency", action="store_true", help="scheduling part only (for iterating on it)")
-    parser.add_argument("--sched-repeats", type=int, help="interleaved repeats of the burst runs (default 2)")
+    parser.add_argument("--sched-repeats", type=int, help="interleaved repeats of the burst and drain runs (default 3)")
     parser.add_argument(
         "--apollo-tick-s",
         type=float,
@@ -133,8 +133,8 @@ def latency_part(args: argparse.Namespace, apollo: Any, workdir: Path, result: J
 
 def scheduling_part(args: argparse.Namespace, apollo: Any, workdir: Path, result: Json) -> None:
     nodes = args.sched_nodes or (100 if args.quick else 500)
-    pods = args.sched_pods or (200 if args.quick else 1000)
-    repeats = args.sched_repeats or 2
+    pods = args.sched_pods or (400 if args.quick else 1000)
+    repeats = args.sched_repeats or 3
     say(f"part 2: kube-scheduler throughput, {nodes} kwok nodes, {pods} pods per run")
     tls = loopback_tls(workdir / "tls-sched", "apollo-extender")
     # The other modes (NodeList, HTTPS, policy-annotated pods) are single runs: in the full run only.
