@@ -3,8 +3,10 @@
 Brings the control plane up with three simulated nodes whose utilisation (served by a simulated
 exporter, scraped by the real Prometheus) makes one of them hot; starts APOLLO, which forecasts from
 Prometheus and flags the hot node; starts the scheduler extender under gunicorn and restarts
-kube-scheduler with it; then runs a Deployment and shows where each pod landed and why. The
-migration scenario joins once the webhook and the orchestrator exist.
+kube-scheduler with it; then runs a Deployment and shows where each pod landed and why. Then the
+main job's story (`apolloctl.scenario.continue_demo`): the seed's AI Job runs as real processes, load
+rises on its node, APOLLO forecasts the overload and emits MIGRATE, the orchestrator migrates it, and
+the replacement resumes from its checkpoint on another node without the completed data-prep container.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from apolloctl.launch import (
     start_apollo,
     start_extender,
 )
+from apolloctl.scenario import continue_demo, demo_apollo_settings
 from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter
 
 
@@ -133,7 +136,11 @@ def run_demo(run_dir: Path, keep: bool = False) -> int:
         cluster.set_scrape_targets("simulated-nodes", [ScrapeTarget(exporter.address)])
         _say("simulated node utilisation (cpu, memory): " + ", ".join(f"{n} {u}" for n, u in UTILISATION.items()))
 
-        apollo = start_apollo(apollo_settings(cluster.prometheus_url), cluster.logs_dir / "apollo.log")
+        apollo = start_apollo(
+            demo_apollo_settings(apollo_settings(cluster.prometheus_url), cluster.kubeconfig),
+            cluster.logs_dir / "apollo.log",
+            die_with_parent=not keep,
+        )
         report_node_capacity(apollo.address("grpc"), names, cpu_cores=4, memory_bytes=16 * 2**30)
         generation, verdicts = poll(
             lambda: flags_only(apollo.address("grpc"), "node-0"), 90, "APOLLO forecasting overload on node-0"
@@ -144,7 +151,10 @@ def run_demo(run_dir: Path, keep: bool = False) -> int:
         ))  # fmt: skip
 
         extender = start_extender(
-            apollo.address("grpc"), cluster.logs_dir / "extender.log", settings=extender_settings(cluster.kubeconfig)
+            apollo.address("grpc"),
+            cluster.logs_dir / "extender.log",
+            settings=extender_settings(cluster.kubeconfig),
+            die_with_parent=not keep,
         )
         extender.wait_ready(extender_holds_snapshot(generation), what="holding APOLLO's snapshot")
         cluster.restart_scheduler((ExtenderConfig(url_prefix=extender.url, weight=5, http_timeout="1s"),))
@@ -164,12 +174,12 @@ def run_demo(run_dir: Path, keep: bool = False) -> int:
             _say("FAILED: a pod landed on node-0, which APOLLO predicts will overload")
             return 1
         _say("node-0, predicted to overload, got no pod")
-        if keep:
-            _say(f"cluster left running; export KUBECONFIG={cluster.kubeconfig}\n`apolloctl cluster down` stops it")
-        return 0
+        return continue_demo(cluster, exporter, apollo.address("grpc"), keep=keep, say=_say)
     finally:
-        for service in (extender, apollo):
-            if service is not None:
+        for name, service in (("apollo-extender", extender), ("apollo", apollo)):
+            if service is not None and keep:
+                cluster.adopt(name, service.process)  # `apolloctl cluster down` stops it
+            elif service is not None:
                 service.stop()
         exporter.close()
         if not keep:

@@ -222,11 +222,17 @@ def _plain(value: Any) -> Any:
 
 
 def start_apollo(
-    settings: Mapping[str, Any], log_path: Path, *, ready: bool = True, timeout: float = READY_TIMEOUT_S
+    settings: Mapping[str, Any],
+    log_path: Path,
+    *,
+    ready: bool = True,
+    timeout: float = READY_TIMEOUT_S,
+    die_with_parent: bool = True,
 ) -> Service:
     """`apollo` on free loopback ports (gRPC: `service.address("grpc")`), waited for unless `ready` is False.
 
     `settings` is APOLLO's settings tree (prometheus, forecast, ...); the addresses are set here.
+    `die_with_parent` False lets it outlive the caller (`apolloctl demo --keep`).
     """
     grpc_port, http_port = free_port(), free_port()
     tree = dict(settings) | {
@@ -234,7 +240,15 @@ def start_apollo(
         "http_address": f"127.0.0.1:{http_port}",
     }
     tree.setdefault("log_level", "WARNING")
-    service = launch("apollo", "APOLLO", tree, port=http_port, log_path=log_path, ports={"grpc": grpc_port})
+    service = launch(
+        "apollo",
+        "APOLLO",
+        tree,
+        port=http_port,
+        log_path=log_path,
+        ports={"grpc": grpc_port},
+        die_with_parent=die_with_parent,
+    )
     if ready:
         try:
             service.wait_ready(what="APOLLO's HTTP port", timeout=timeout)
@@ -251,6 +265,7 @@ def start_extender(
     settings: Mapping[str, Any] | None = None,
     tls: Tls | None = None,
     env: Mapping[str, str] | None = None,
+    die_with_parent: bool = True,
 ) -> Service:
     """`apollo-extender` (gunicorn, production defaults) on a free loopback port; returns at once.
 
@@ -263,7 +278,16 @@ def start_extender(
     if tls is not None:
         server |= {"certfile": str(tls.certfile), "keyfile": str(tls.keyfile)}
     tree["server"] = server
-    return launch("apollo-extender", "EXTENDER", tree, port=port, log_path=log_path, tls=tls, env=env)
+    return launch(
+        "apollo-extender",
+        "EXTENDER",
+        tree,
+        port=port,
+        log_path=log_path,
+        tls=tls,
+        env=env,
+        die_with_parent=die_with_parent,
+    )
 
 
 def extender_holds_snapshot(min_generation: int = 0) -> Callable[[Json], bool]:

@@ -127,7 +127,7 @@ def test_story_settings_are_valid_apollo_settings(tmp_path: Path) -> None:
     built = build(ApolloSettings, settings)
     assert built.kubernetes.enabled and built.policy.require_checkpoint
     demo = demo_apollo_settings({"prometheus": settings["prometheus"], "forecast": {"step_seconds": 1.0}}, tmp_path)
-    assert demo["forecast"] == {"step_seconds": 1.0, "reactive_mase_above": 20.0}
+    assert demo["forecast"] == {"step_seconds": 1.0, "mode": "predictive", "warmup_samples": 5}
     assert demo["policy"] == settings["policy"]
     build(ApolloSettings, demo)
 
