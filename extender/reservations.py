@@ -112,11 +112,33 @@ class ReservationBook:
                 )
         return out
 
+    def steering(self, pod: Mapping[str, Any], names: Iterable[str]) -> dict[str, str]:
+        """For a migration's replacement: the nodes it must not take, whether or not the webhook saw it.
+
+        The webhook pins only opted-in pods (its registration selects on the opt-in label, so unrelated pods
+        are never sent). Here the replacement of any workload is kept to the target the requester named, or
+        else off the node it is leaving; never every candidate, so a gone target cannot strand the pod.
+        """
+        candidates = list(names)
+        for held in self.by_node.values():
+            for r in held:
+                if not is_replacement_of(r.migration, pod):
+                    continue
+                named = r.migration.spec.target_node
+                source = r.migration.status.source_node
+                if named and named in candidates:
+                    why = f"migration {r.key} moves this pod to node {named}"
+                    return {n: why for n in candidates if n != named}
+                if source and source in candidates and len(candidates) > 1:
+                    return {source: f"migration {r.key} moves this pod off node {source}"}
+                return {}
+        return {}
+
     def apply(self, outcome: FilterOutcome, pod: Mapping[str, Any], demand: PodDemand) -> FilterOutcome:
         """The filter outcome with reserved nodes moved from passed to failed (unchanged when none apply)."""
         if not self.by_node or not outcome.passed:
             return outcome
-        refused = self.refusals(pod, demand, outcome.passed)
+        refused = self.steering(pod, outcome.passed) | self.refusals(pod, demand, outcome.passed)
         if not refused:
             return outcome
         passed = [n for n in outcome.passed if n not in refused]

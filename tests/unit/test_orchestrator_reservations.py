@@ -129,7 +129,8 @@ def test_the_filter_verb_applies_reservations_even_without_apollo() -> None:
     reply = orjson.loads(filter_verb(state, body))
     assert reply["NodeNames"] == ["a"] and "capacity reserved" in reply["FailedNodes"]["b"]
     replacement = orjson.dumps({"Pod": pod("r", "1.5", **{MIGRATION_ANNOTATION: "mig"}), "NodeNames": ["a", "b"]})
-    assert orjson.loads(filter_verb(state, replacement))["NodeNames"] == ["a", "b"]
+    # The replacement passes the reserved room, and is kept to the target its migration named.
+    assert orjson.loads(filter_verb(state, replacement))["NodeNames"] == ["b"]
 
 
 class _Raw:
@@ -153,3 +154,22 @@ def test_the_watcher_publishes_a_book_from_what_it_reads() -> None:
     assert watcher._set(migration(), deleted=True)
     watcher.refresh()
     assert not holder.reservations
+
+
+def test_a_replacement_is_steered_to_the_named_target_or_off_its_source_without_the_webhook() -> None:
+    # An unlabelled workload is never sent to the webhook; the extender still knows its replacement.
+    replacement = pod("train-0-y", "1.5", owner="uid-job", index="0")
+    named = book(migration(sourceNode="a"))
+    applied = named.apply(FilterOutcome(["a", "b", "c"], {}, {}), replacement, pod_demand(replacement))
+    assert applied.passed == ["b"] and "moves this pod to node b" in applied.failed["a"]
+    unnamed = migration(node="", sourceNode="a", suggestedNode="c")
+    free = book(unnamed)
+    applied = free.apply(FilterOutcome(["a", "b", "c"], {}, {}), replacement, pod_demand(replacement))
+    assert sorted(applied.passed) == ["b", "c"] and "off node a" in applied.failed["a"]
+    # Never every candidate: a target that is not a candidate (gone, filtered) leaves the choice alone,
+    # and a source that is the only candidate stays.
+    assert named.steering(replacement, ["a", "c"]) == {"a": "migration ns/mig moves this pod off node a"}
+    assert free.steering(replacement, ["a"]) == {}
+    # Other pods are not steered, only kept off reserved room.
+    intruder = pod("intruder", "100m")
+    assert named.steering(intruder, ["a", "b", "c"]) == {}
