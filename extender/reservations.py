@@ -29,6 +29,7 @@ import orjson
 from apollo_api.podmigration import GROUP, PLURAL, VERSION, PodMigration, is_replacement_of
 from common.loops import BackgroundLoop
 from common.quantity import parse_quantity
+from common.watch import watch_events
 from extender.podspec import PodDemand, pod_demand
 from extender.ranking import FilterOutcome
 
@@ -201,19 +202,7 @@ class ReservationWatcher:
         resp = self.custom.list_cluster_custom_object(
             GROUP, VERSION, PLURAL, watch=True, resource_version=version, timeout_seconds=300, _preload_content=False
         )
-        try:
-            buffer = b""
-            for chunk in resp.stream(65536):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        event = orjson.loads(line)
-                        yield str(event.get("type", "")), event.get("object") or {}
-                if self.watch.stopping:
-                    return
-        finally:
-            resp.release_conn()
+        return watch_events(resp, lambda: self.watch.stopping)
 
     def _list_and_watch(self) -> None:
         try:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from apollo_api.podmigration import GROUP, PLURAL, VERSION
+from common.watch import watch_events
 
 log = logging.getLogger("orchestrator.kube")
 Obj = dict[str, Any]
@@ -170,23 +171,13 @@ class RestKube:
             **(query or {}),
         }
         resp = self._call("GET", path, params, timeout=(self.timeout, self.watch_seconds + self.timeout))
-        raw = resp.response
-        try:
-            if not 200 <= resp.status <= 299:
+        if not 200 <= resp.status <= 299:
+            try:
                 message, reason = _message(resp.status, resp.read())
-                raise ApiError(resp.status, message, reason)
-            buffer = b""
-            for chunk in raw.stream(65536):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        event = orjson.loads(line)
-                        yield str(event.get("type", "")), event.get("object") or {}
-                if stopping():
-                    return
-        finally:
-            raw.release_conn()
+            finally:
+                resp.response.release_conn()
+            raise ApiError(resp.status, message, reason)
+        yield from watch_events(resp.response, stopping)
 
     # -- PodMigrations ---------------------------------------------------------------------------
 

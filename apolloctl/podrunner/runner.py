@@ -57,6 +57,7 @@ from apolloctl.podrunner.spec import (
 from apolloctl.podrunner.status import Exit, terminal_status
 from apolloctl.workloads import CHECKPOINT_STEP_FILE, RESUMED_FROM_FILE
 from common.loops import BackgroundLoop, ClosableQueue
+from common.watch import watch_events
 
 log = logging.getLogger("apolloctl.podrunner")
 RELIST_BACKOFF_SECONDS = 1.0
@@ -145,19 +146,7 @@ class PodWatch(BackgroundLoop):
 
     def _events(self, resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
         resp = self._list(watch=True, resource_version=resource_version, timeout_seconds=120, _preload_content=False)
-        try:
-            buffer = b""
-            for chunk in resp.stream(65536):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        event = json.loads(line)
-                        yield str(event.get("type", "")), event.get("object") or {}
-                if self.stopping:
-                    return
-        finally:
-            resp.release_conn()
+        return watch_events(resp, lambda: self.stopping)
 
     def run_once(self) -> None:
         try:
