@@ -37,8 +37,8 @@ from apollo_api.v1 import apollo_pb2 as pb
 from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
 from common.loops import BackgroundLoop
 from orchestrator.config import ApolloLinkSettings
+from orchestrator.effects import Outcome, Report
 from orchestrator.kube import ApiError, Kube, scalable
-from orchestrator.machine import Outcome, Report
 from orchestrator.metrics import OrchestratorMetrics
 
 log = logging.getLogger("orchestrator.apollo")

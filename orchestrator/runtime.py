@@ -16,9 +16,10 @@ from common.http import Readiness
 from orchestrator.apollo_link import ApolloLink
 from orchestrator.config import OrchestratorSettings
 from orchestrator.controller import Controller
+from orchestrator.effects import MachineConfig, Outcome, Report
 from orchestrator.kube import Kube, RestKube
 from orchestrator.leader import AlwaysLeader, LeaderElector
-from orchestrator.machine import Machine, MachineConfig, Outcome, Report
+from orchestrator.machine import Machine
 from orchestrator.metrics import OrchestratorMetrics
 
 log = logging.getLogger("orchestrator")

@@ -40,11 +40,13 @@ from orchestrator.apollo_link import (
     policy_migration_name,
     scale_plan,
 )
+from orchestrator.cache import MigrationCache
 from orchestrator.config import ApolloLinkSettings, CapSettings, EvictionSettings, LeaderSettings
-from orchestrator.controller import Controller, MigrationCache
+from orchestrator.controller import Controller
+from orchestrator.effects import FINALIZER, MachineConfig, Outcome, Report
 from orchestrator.kube import ApiError
 from orchestrator.leader import LeaderElector, Observation, decide
-from orchestrator.machine import FINALIZER, Machine, MachineConfig, Outcome, Report
+from orchestrator.machine import Machine
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.workqueue import WorkQueue
 

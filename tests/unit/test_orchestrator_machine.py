@@ -21,25 +21,24 @@ from apollo_api.podmigration import (
     PodMigration,
 )
 from orchestrator import podinfo
+from orchestrator.capture import job_disruption_rule_missing
 from orchestrator.config import CapSettings, EvictionSettings
-from orchestrator.machine import (
+from orchestrator.effects import (
     ClaimInfo,
     CreatePod,
     Delete,
     Emit,
     Evict,
-    Machine,
     MachineConfig,
     Outcome,
     PatchMeta,
     Plan,
     Report,
     World,
-    condition,
-    eviction_backoff,
-    job_disruption_rule_missing,
 )
+from orchestrator.machine import Machine
 from orchestrator.placement import NodeView, node_view
+from orchestrator.status import condition, eviction_backoff
 
 T0 = 1_800_000_000.0
 NS = "ns"
