@@ -17,20 +17,9 @@ import pytest
 
 from apollo_api.podmigration import Phase
 from apolloctl.cli import build_parser
-from apolloctl.migrate import (
-    ApiError,
-    Backend,
-    KubeBackend,
-    RestBackend,
-    _run,
-    age,
-    cmd_cancel,
-    cmd_list,
-    cmd_migrate,
-    cmd_show,
-    follow,
-    table,
-)
+from apolloctl.migrate import _run, cmd_cancel, cmd_list, cmd_migrate, cmd_show
+from apolloctl.migrate_backends import ApiError, Backend, KubeBackend, RestBackend
+from apolloctl.migrate_views import age, follow, table
 from common.http import ThreadedServer
 from orchestrator.api.service import MigrationService
 from tests.unit.test_migration_api import FakeCluster, Harness, make_harness, node, pod
