@@ -40,6 +40,19 @@ class PromClient(Protocol):
     ) -> list[dict[str, Any]]: ...
 
 
+def _parse(raw: list[Any]) -> npt.NDArray[np.float64]:
+    """Prometheus' value strings as floats; anything unparsable becomes NaN (then dropped and counted)."""
+    try:
+        return np.array(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([_float_or_nan(v) for v in raw], dtype=np.float64)
+
+
+def _float_or_nan(raw: Any) -> float:
+    value = clean_value(raw)
+    return math.nan if value is None else value
+
+
 def clean_value(raw: Any) -> float | None:
     """A usable utilisation value, or None for NaN / inf / negative / unparsable input."""
     try:
@@ -74,9 +87,14 @@ class PrometheusSource:
         return self.settings.instance_to_node.get(instance) or _INSTANCE_PORT.sub("", instance)
 
     def latest(self) -> Sample:
-        """One instant query per resource; a failing resource is reported, the others still count."""
+        """One instant query per resource; a failing resource is reported, the others still count.
+
+        Values come back as columns (node names and a numpy array per resource): at 10,000 nodes a
+        dictionary entry per value would cost more than the forecaster's whole update.
+        """
         sample = Sample()
         errors = 0
+        label = self.settings.node_label
         for resource, query in self.settings.queries.items():
             try:
                 result = self.client.custom_query(query)
@@ -84,18 +102,34 @@ class PrometheusSource:
                 sample.failed_resources[resource] = f"{type(exc).__name__}: {exc}"[:300]
                 errors += 1
                 continue
-            for series in result:
-                node = self.node_of(series.get("metric", {}))
-                ts_value = series.get("value") or [None, None]
-                value = clean_value(ts_value[1])
-                if node is None or value is None:
-                    sample.dropped += 1
-                    continue
-                sample.values[(node, resource)] = value
-                sample.timestamps[(node, resource)] = float(ts_value[0])
+            try:  # the common case: every series carries the node label and a [time, value] pair
+                pairs = [(series["metric"][label], series["value"][1]) for series in result]
+                nodes, raw = [p[0] for p in pairs], [p[1] for p in pairs]
+            except (KeyError, IndexError, TypeError):
+                nodes, raw = self._slow_columns(result)
+            values = _parse(raw)
+            keep = np.isfinite(values) & (values >= 0)
+            if "" in nodes:  # a series whose node could not be told
+                keep &= np.array([bool(node) for node in nodes], dtype=np.bool_)
+            if not keep.all():
+                sample.dropped += int((~keep).sum())
+                nodes = [node for node, ok in zip(nodes, keep.tolist(), strict=True) if ok]
+                values = values[keep]
+            sample.columns[resource] = (nodes, values)
         if errors and errors == len(self.settings.queries):
             raise SourceError("; ".join(f"{r}: {e}" for r, e in sample.failed_resources.items()))
         return sample
+
+    def _slow_columns(self, result: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
+        """Series without the node label (mapped through the instance) or with a malformed value."""
+        nodes: list[str] = []
+        raw: list[Any] = []
+        for series in result:
+            node = self.node_of(series.get("metric", {}))
+            ts_value = series.get("value") or [None, None]
+            nodes.append(node or "")
+            raw.append(ts_value[1] if len(ts_value) > 1 else None)
+        return nodes, raw
 
     def history(
         self, start: dt.datetime, end: dt.datetime, step_seconds: float, average_seconds: float = 0.0

@@ -4,7 +4,8 @@ The forecaster works per node x resource; decisions need, per node, every resour
 capacity and requests, and per workload an estimate of its own use. At 10,000 nodes a Python object per
 node per tick costs more than the whole forecast, so the node table is built with array gathers:
 :class:`NodeLayout` (computed once per membership change) says which forecast row holds each node's
-resource, and :func:`node_table` fills every column in one pass. Only pods are walked in Python, once.
+resource, and :func:`node_table` fills every column in one pass. Pods are walked in Python once per cluster
+view (:class:`PodIndex`), not once per tick.
 
 A workload's use is the node forecast apportioned to its pods by their share of the node's load
 (measured usage from a signature when known, else requests): the only per-pod attribution available
@@ -37,6 +38,8 @@ class NodeLayout:
     index: Mapping[str, int]
     rows: Mapping[str, IntArray]  # resource -> forecast row per node, -1 where the node lacks it
     node_of_row: IntArray  # node position of every forecast row
+    order: IntArray  # forecast rows sorted by node (for per-node reductions)
+    starts: IntArray  # where each node's rows begin in ``order``
 
     @classmethod
     def of(cls, keys: Sequence[Hashable]) -> NodeLayout:
@@ -49,7 +52,9 @@ class NodeLayout:
             node_of_row[row] = index[node]
             if resource in rows:
                 rows[resource][index[node]] = row
-        return cls(nodes, index, {r: v for r, v in rows.items() if (v >= 0).any()}, node_of_row)
+        order = np.argsort(node_of_row, kind="stable")
+        starts = np.searchsorted(node_of_row[order], np.arange(len(nodes)))
+        return cls(nodes, index, {r: v for r, v in rows.items() if (v >= 0).any()}, node_of_row, order, starts)
 
     def gather(self, per_row: FloatArray, resource: str) -> FloatArray:
         """Rows of ``per_row`` ``[n_rows, ...]`` for ``resource``, one per node, NaN where absent."""
@@ -63,8 +68,10 @@ class NodeLayout:
 
     def node_max(self, per_row: FloatArray) -> FloatArray:
         """Per node, the largest finite value over its rows (NaN when none)."""
-        out = np.full(len(self.nodes), -np.inf)
-        np.fmax.at(out, self.node_of_row, np.where(np.isfinite(per_row), per_row, -np.inf))
+        if not len(self.nodes):
+            return np.zeros(0)
+        finite = np.where(np.isfinite(per_row), per_row, -np.inf)[self.order]
+        out = np.maximum.reduceat(finite, self.starts)
         result: FloatArray = np.where(np.isfinite(out), out, np.nan)
         return result
 
@@ -74,8 +81,7 @@ def node_table(
     *,
     mean: FloatArray,
     upper: FloatArray,
-    capacity: Mapping[str, NodeCapacity],
-    pods: Sequence[RunningPod],
+    pods: PodIndex,
     insights: Mapping[str, NodeInsight],
     anomaly: BoolArray,
     anomaly_score: FloatArray,
@@ -85,20 +91,15 @@ def node_table(
     """The tick's :class:`NodeTable` from per-row forecasts ``[n_rows, H]`` and per-row abnormal flags.
 
     ``anomaly``/``anomaly_score`` are per forecast row (a node is abnormal when any of its resources
-    is). Capacity: Kubernetes' allocatable, else an insight agent's report, else unknown.
+    is). Capacity: Kubernetes' allocatable (in ``pods``, the cluster view indexed against ``layout``),
+    else an insight agent's report, else unknown.
     """
     nodes = layout.nodes
     n = len(nodes)
-    cpu_cap = np.zeros(n)
-    mem_cap = np.zeros(n)
-    gpu_cap = np.zeros(n)
+    cpu_cap, mem_cap, gpu_cap = (pods.capacity[k].copy() for k in range(3))
     gpus_free = np.full(n, np.nan)
     csd = np.full(n, np.nan)
     fast = np.full(n, np.nan)
-    for name, cap in capacity.items():
-        i = layout.index.get(name)
-        if i is not None:
-            cpu_cap[i], mem_cap[i], gpu_cap[i] = cap.cpu_cores, cap.memory_bytes, cap.gpus
     for name, insight in insights.items():
         i = layout.index.get(name)
         if i is None:
@@ -109,13 +110,7 @@ def node_table(
         gpus_free[i] = insight.gpus_available
         csd[i] = insight.csd_available
         fast[i] = insight.fast_storage_free_bytes
-    requested = np.zeros((3, n))
-    for pod in pods:
-        i = layout.index.get(pod.node)
-        if i is not None:
-            requested[0, i] += pod.cpu_request_cores
-            requested[1, i] += pod.memory_request_bytes
-            requested[2, i] += pod.gpus
+    requested = pods.requested
     gpus_free = np.where(np.isnan(gpus_free), gpu_cap - requested[2], gpus_free)
     flagged = layout.node_max(np.where(anomaly, 1.0, 0.0))
     score = layout.node_max(anomaly_score)
@@ -143,52 +138,120 @@ def _share(pod: RunningPod, resource: str) -> float:
     return pod.memory_usage_bytes if math.isfinite(pod.memory_usage_bytes) else pod.memory_request_bytes
 
 
-def workload_outlooks(table: NodeTable, pods: Sequence[RunningPod]) -> list[WorkloadOutlook]:
-    """Deployments / StatefulSets with their apportioned use (cores and bytes over the horizon)."""
+@dataclass(frozen=True)
+class PodIndex:
+    """What the pods contribute to a tick, computed once per cluster view (one pass over the pods).
+
+    ``requested`` sums requests per node row (cpu cores, memory bytes, GPUs). For workload outlooks:
+    every pod of a Deployment / StatefulSet on a known node, with its workload (``group_of``), its node
+    row and its share of the node's load per resource (usage when a signature knows it, else requests).
+    ``capacity`` holds Kubernetes' allocatable per node row. The engine keeps the index while the cluster
+    view is the same object, so a tick without changes does no per-pod or per-node Python work here.
+    """
+
+    requested: FloatArray
+    capacity: FloatArray  # [3, n]: Kubernetes' allocatable cores, bytes, GPUs per node row (0 unknown)
+    groups: tuple[tuple[str, str, str], ...]
+    replicas: tuple[int, ...]
+    mean_requests: tuple[tuple[float, float], ...]  # per workload: cpu cores, memory bytes per replica
+    group_of: IntArray
+    starts: IntArray  # first member of each workload (members are stored workload by workload)
+    rows: IntArray
+    shares: Mapping[str, FloatArray]
+
+    @classmethod
+    def of(cls, index: Mapping[str, int], pods: Sequence[RunningPod], capacity: Mapping[str, NodeCapacity]) -> PodIndex:
+        allocatable = np.zeros((3, len(index)))
+        for name, cap in capacity.items():
+            i = index.get(name)
+            if i is not None:
+                allocatable[:, i] = (cap.cpu_cores, cap.memory_bytes, cap.gpus)
+        requested = np.zeros((3, len(index)))
+        weight_total: dict[tuple[str, str], float] = defaultdict(float)
+        grouped: dict[tuple[str, str, str], list[RunningPod]] = defaultdict(list)
+        for pod in pods:
+            i = index.get(pod.node)
+            if i is None:
+                continue
+            requested[0, i] += pod.cpu_request_cores
+            requested[1, i] += pod.memory_request_bytes
+            requested[2, i] += pod.gpus
+            weight_total[(pod.node, "cpu")] += _share(pod, "cpu")
+            weight_total[(pod.node, "memory")] += _share(pod, "memory")
+            if pod.owner_kind in SCALABLE_KINDS:
+                grouped[(pod.namespace, pod.owner_kind, pod.owner_name)].append(pod)
+        groups = tuple(sorted(grouped))
+        group_of: list[int] = []
+        rows: list[int] = []
+        shares: dict[str, list[float]] = {"cpu": [], "memory": []}
+        for g, group in enumerate(groups):
+            for pod in grouped[group]:
+                group_of.append(g)
+                rows.append(index[pod.node])
+                for res, out in shares.items():
+                    weight = weight_total[(pod.node, res)]
+                    out.append(_share(pod, res) / weight if weight > 0 else 0.0)
+        return cls(
+            requested=requested,
+            capacity=allocatable,
+            groups=groups,
+            replicas=tuple(len(grouped[g]) for g in groups),
+            mean_requests=tuple(
+                (
+                    sum(p.cpu_request_cores for p in grouped[g]) / len(grouped[g]),
+                    sum(p.memory_request_bytes for p in grouped[g]) / len(grouped[g]),
+                )
+                for g in groups
+            ),
+            group_of=np.array(group_of, dtype=np.int64),
+            starts=np.searchsorted(np.array(group_of, dtype=np.int64), np.arange(len(groups))),
+            rows=np.array(rows, dtype=np.int64),
+            shares={res: np.array(v, dtype=np.float64) for res, v in shares.items()},
+        )
+
+
+def workload_outlooks(table: NodeTable, pods: PodIndex) -> list[WorkloadOutlook]:
+    """Deployments / StatefulSets with their apportioned use (cores and bytes over the horizon).
+
+    The series are summed per workload with ``np.add.at`` over the pods indexed in ``pods`` (built
+    against ``table``'s rows), so the cost per tick does not grow with a Python loop over pods.
+    """
     horizon = table.horizon
-    if horizon == 0:
+    if horizon == 0 or not pods.groups:
         return []
-    weight_total: dict[tuple[str, str], float] = defaultdict(float)
-    groups: dict[tuple[str, str, str], list[RunningPod]] = defaultdict(list)
-    for pod in pods:
-        for res in ("cpu", "memory"):
-            weight_total[(pod.node, res)] += _share(pod, res)
-        if pod.owner_kind in SCALABLE_KINDS:
-            groups[(pod.namespace, pod.owner_kind, pod.owner_name)].append(pod)
+    n_groups = len(pods.groups)
+    rows = pods.rows
     columns = {
         "cpu": (table.cpu_capacity, table.cpu_mean, table.cpu_upper),
         "memory": (table.memory_capacity, table.memory_mean, table.memory_upper),
     }
+    series: dict[str, FloatArray] = {}
+    known = np.zeros(n_groups, dtype=np.bool_)
+    for res, (capacity, mean, upper) in columns.items():
+        cap = capacity[rows]
+        usable = (cap > 0) & ~np.isnan(upper[rows]).all(axis=1) & (pods.shares[res] > 0)
+        share = np.where(usable, pods.shares[res] * np.nan_to_num(cap), 0.0)[:, None]
+        for stat, src in (("mean", mean), ("upper", upper)):
+            # Members are stored workload by workload, so a sum per workload is one reduceat.
+            summed = np.add.reduceat(np.nan_to_num(src[rows], nan=0.0) * share, pods.starts, axis=0)
+            series[f"{res}_{stat}"] = summed
+        known |= np.maximum.reduceat(usable, pods.starts)
     out = []
-    for (namespace, kind, name), members in sorted(groups.items()):
-        series = {key: np.zeros(horizon) for key in ("cpu_mean", "cpu_upper", "memory_mean", "memory_upper")}
-        known = False
-        for pod in members:
-            i = table.index.get(pod.node)
-            if i is None:
-                continue
-            for res, (capacity, mean, upper) in columns.items():
-                cap, total = capacity[i], weight_total[(pod.node, res)]
-                if not cap > 0 or total <= 0 or np.isnan(upper[i]).all():
-                    continue
-                share = _share(pod, res) / total * cap
-                series[f"{res}_mean"] += np.nan_to_num(mean[i], nan=0.0) * share
-                series[f"{res}_upper"] += np.nan_to_num(upper[i], nan=0.0) * share
-                known = True
-        if not known:
+    for g, (namespace, kind, name) in enumerate(pods.groups):
+        if not known[g]:
             continue
         out.append(
             WorkloadOutlook(
                 namespace=namespace,
                 kind=kind,
                 name=name,
-                replicas=len(members),
-                cpu_request_cores=sum(p.cpu_request_cores for p in members) / len(members),
-                memory_request_bytes=sum(p.memory_request_bytes for p in members) / len(members),
-                cpu_mean=series["cpu_mean"],
-                cpu_upper=series["cpu_upper"],
-                memory_mean=series["memory_mean"],
-                memory_upper=series["memory_upper"],
+                replicas=pods.replicas[g],
+                cpu_request_cores=pods.mean_requests[g][0],
+                memory_request_bytes=pods.mean_requests[g][1],
+                cpu_mean=series["cpu_mean"][g],
+                cpu_upper=series["cpu_upper"][g],
+                memory_mean=series["memory_mean"][g],
+                memory_upper=series["memory_upper"][g],
             )
         )
     return out

@@ -21,6 +21,7 @@ why.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import threading
@@ -32,23 +33,39 @@ import numpy as np
 
 from apollo.config import ApolloSettings
 from apollo.core.decisions import PolicyOutput
-from apollo.core.domain import ClusterView, NodeInsight, PodSignature
+from apollo.core.domain import ClusterView, NodeInsight, PodSignature, WorkloadOutlook
 from apollo.core.forecasting.accuracy import AccuracyReport
 from apollo.core.forecasting.arrays import FloatArray, IntArray
 from apollo.core.forecasting.bank import BankConfig, ForecastResult, SeriesBank
 from apollo.core.forecasting.cadence import StepMeans
 from apollo.core.forecasting.params import ForecastParams
-from apollo.core.outlooks import NodeLayout, node_table, workload_outlooks
+from apollo.core.outlooks import NodeLayout, PodIndex, node_table, workload_outlooks
 from apollo.core.policy import PolicyEngine
 from apollo.core.scoring.snapshot import NodeScores, snapshot_scores
 from apollo.core.scoring.table import NodeTable
 from apollo.runtime.broker import PolicyBroker
 from apollo.runtime.reports import ReportStore
-from apollo.runtime.sources import ClusterReader, History, MetricSource, SourceError
+from apollo.runtime.sources import ClusterReader, History, MetricSource, Sample, SourceError
 
 log = logging.getLogger("apollo.engine")
 
 _EMPTY_LAYOUT = NodeLayout.of(())
+
+
+def _keyed(nodes: list[str], resource: str) -> list[Hashable]:
+    return [(node, resource) for node in nodes]
+
+
+def bank_shape(settings: ApolloSettings) -> tuple[BankConfig, int, tuple[float, float, float]]:
+    """The forecaster's structure the settings imply: config (season in steps), horizon, quantile levels.
+
+    One place, so the engine and ``bench.forecast`` run exactly the shipped forecaster.
+    """
+    f = settings.forecast
+    season = max(1, round(f.season_minutes * 60 / f.step_seconds)) if f.season_minutes else 1
+    config = BankConfig(season_length=season, season_buckets=max(2, min(BankConfig().season_buckets, season)))
+    q = f.decision_quantile
+    return config, f.horizon_steps, (round(1 - q, 6), 0.5, q)
 
 
 @dataclass(frozen=True)
@@ -114,12 +131,7 @@ class Engine:
         # With one tick per step there is nothing to average: each tick is a model step, keyed to the clock
         # (a second manual tick within one step simply advances by one).
         self.aggregating = self.tick_seconds < self.step_seconds
-        season = max(1, round(f.season_minutes * 60 / f.step_seconds)) if f.season_minutes else 1
-        q = f.decision_quantile
-        self.quantiles = (round(1 - q, 6), 0.5, q)
-        self.bank_config = BankConfig(
-            season_length=season, season_buckets=max(2, min(BankConfig().season_buckets, season))
-        )
+        self.bank_config, _, self.quantiles = bank_shape(settings)
         self._params: ForecastParams = f.smoothing
         self.bank = self._new_bank(int(clock() // f.step_seconds))
         self.steps = StepMeans()
@@ -142,10 +154,13 @@ class Engine:
         self._abnormal_score = np.zeros(0)
         self._current = np.zeros(0)
         self._current_at = np.zeros(0)
-        self._sample_keys: tuple[Hashable, ...] = ()
-        self._sample_rows = np.zeros(0, dtype=np.int64)
+        # Per resource (or per key set, for mapping samples): node list, bank rows, the bank keys they index.
+        self._rows: dict[str, tuple[list[Hashable], IntArray, tuple[Hashable, ...]]] = {}
         self._layout = _EMPTY_LAYOUT
         self._layout_keys: tuple[Hashable, ...] = ()
+        # Pod-derived arrays, kept while the cluster view is the same object and the layout unchanged.
+        self._pods: tuple[object, NodeLayout, PodIndex] | None = None
+        self._workloads: tuple[tuple[object, object], list[WorkloadOutlook]] | None = None
         self._generation = 0
         self._last_success = 0.0
         self._last_decisions = PolicyOutput()
@@ -193,24 +208,45 @@ class Engine:
         self.steps.take(rows)
         self._current, self._current_at = self._current[rows], self._current_at[rows]
         self._abnormal, self._abnormal_score = self._abnormal[rows], self._abnormal_score[rows]
-        self._sample_keys = ()
+        self._rows.clear()
         if self.forecast is not None:
             self.forecast = self.bank.forecast()
         log.info("series forgotten", extra={"series": int(gone.sum()), "left": len(self.bank)})
         return rows
 
-    def _align(self, values: dict[tuple[str, str], float], now: float) -> FloatArray:
-        """This tick's sample as a vector in bank order (NaN where a series has no sample)."""
-        keys = tuple(values)
-        if keys != self._sample_keys:
-            missing = [k for k in keys if k not in self.bank]
-            if missing:
-                self._add_series(missing, now)
-            self._sample_rows = self.bank.positions(keys)
-            self._sample_keys = keys
-        sample = np.full(len(self.bank), np.nan)
-        sample[self._sample_rows] = np.fromiter(values.values(), dtype=np.float64, count=len(keys))
-        return sample
+    def _align(self, sample: Sample, now: float) -> FloatArray:
+        """This tick's sample as a vector in bank order (NaN where a series has no sample).
+
+        The rows of each resource's node list are cached: Prometheus answers in a stable order, so a tick
+        usually costs one list comparison per resource instead of a lookup per value.
+        """
+        placed: list[tuple[IntArray, FloatArray]] = []
+        for resource, (nodes, values) in sample.columns.items():
+            keys = functools.partial(_keyed, nodes, resource)
+            placed.append((self._rows_for(resource, nodes, keys, now), values))
+        if sample.values:
+            mapped: list[Hashable] = list(sample.values)
+            rows = self._rows_for("", mapped, lambda: mapped, now)
+            placed.append((rows, np.fromiter(sample.values.values(), dtype=np.float64, count=len(mapped))))
+        out = np.full(len(self.bank), np.nan)
+        for rows, values in placed:
+            out[rows] = values
+        return out
+
+    def _rows_for(
+        self, tag: str, ident: Sequence[Hashable], make_keys: Callable[[], list[Hashable]], now: float
+    ) -> IntArray:
+        """Bank rows of the keys (adding series never seen), cached under ``tag`` while ``ident`` repeats."""
+        cached = self._rows.get(tag)
+        if cached is not None and cached[2] is self.bank.keys and cached[0] == ident:
+            return cached[1]
+        keys = make_keys()
+        missing = [k for k in keys if k not in self.bank]
+        if missing:
+            self._add_series(missing, now)
+        rows = self.bank.positions(keys)
+        self._rows[tag] = (list(ident), rows, self.bank.keys)
+        return rows
 
     # ------------------------------------------------------------------ warm start
 
@@ -251,10 +287,11 @@ class Engine:
             self.steps = StepMeans()
             self._current = self._current_at = np.zeros(0)
             self._abnormal, self._abnormal_score = np.zeros(0, dtype=np.bool_), np.zeros(0)
-            self._sample_keys = ()
+            self._rows.clear()
             keys: list[Hashable] = list(recent.keys)
             if buckets is not None:
-                keys += [k for k in buckets.keys if k not in set(recent.keys)]
+                known = set(recent.keys)
+                keys += [k for k in buckets.keys if k not in known]
             self._add_series(keys, now)
             if buckets is not None and buckets.keys:
                 rows = self.bank.positions(buckets.keys)
@@ -296,7 +333,7 @@ class Engine:
         except SourceError as exc:
             self.stats.failures += 1
             return self._age_view(now, f"prometheus unavailable: {exc}"[:300])
-        if not sample.values:
+        if not len(sample):
             return self._age_view(now, "prometheus returned no node series")
         self._last_success = now
         cluster = ClusterView()
@@ -308,7 +345,7 @@ class Engine:
         insights = self.reports.live_insights()
         stepped = False
         with self.lock:
-            values = self._align(sample.values, now)
+            values = self._align(sample, now)
             seen = ~np.isnan(values)
             self._current = np.where(seen, values, self._current)
             self._current_at = np.where(seen, now, self._current_at)
@@ -393,12 +430,14 @@ class Engine:
             mean = upper = np.repeat(current[:, None], horizon, axis=1)
         else:
             mean, upper = fc.mean, fc.quantile(f.decision_quantile)
+        if self._pods is None or self._pods[0] is not cluster or self._pods[1] is not self._layout:
+            self._pods = (cluster, self._layout, PodIndex.of(self._layout.index, cluster.pods, cluster.nodes))
+        pods = self._pods[2]
         table = node_table(
             self._layout,
             mean=mean,
             upper=upper,
-            capacity=cluster.nodes,
-            pods=cluster.pods,
+            pods=pods,
             insights=insights,
             anomaly=self._abnormal,
             anomaly_score=self._abnormal_score,
@@ -417,9 +456,11 @@ class Engine:
         )
         self._last_decisions = PolicyOutput()
         if not warming:
-            self._last_decisions = self.policy.evaluate(
-                now, table, cluster.pods, insights, (), workload_outlooks(table, cluster.pods)
-            )
+            # Workload outlooks follow the forecast: between model steps (predictive) they are the same.
+            inputs = (fc if not self.reactive else None, pods)
+            if self.reactive or self._workloads is None or self._workloads[0] != inputs:
+                self._workloads = (inputs, workload_outlooks(table, pods))
+            self._last_decisions = self.policy.evaluate(now, table, cluster.pods, insights, (), self._workloads[1])
             self._publish(self._last_decisions)
         acc = self.accuracy
         self._generation += 1

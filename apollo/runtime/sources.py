@@ -25,12 +25,27 @@ class SourceError(RuntimeError):
 
 @dataclass
 class Sample:
-    """The latest value per (node, resource), with its timestamp and what was dropped on the way."""
+    """The latest value per (node, resource), and what was dropped on the way.
+
+    Either ``values`` (a mapping, convenient for tests and small sources) or ``columns``: per resource the
+    node names and a value array in the source's own order, which is how the Prometheus adapter hands
+    over 50,000 values without building a dictionary entry per value. :meth:`items` reads either.
+    """
 
     values: dict[tuple[str, str], float] = field(default_factory=dict)
-    timestamps: dict[tuple[str, str], float] = field(default_factory=dict)
+    columns: dict[str, tuple[list[str], npt.NDArray[np.float64]]] = field(default_factory=dict)
     dropped: int = 0
     failed_resources: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.values) + sum(len(nodes) for nodes, _ in self.columns.values())
+
+    def items(self) -> dict[tuple[str, str], float]:
+        """Every value as one mapping (slow for large samples: for tests and small sources)."""
+        out = dict(self.values)
+        for resource, (nodes, values) in self.columns.items():
+            out.update(zip(((node, resource) for node in nodes), values.tolist(), strict=True))
+        return out
 
 
 @dataclass

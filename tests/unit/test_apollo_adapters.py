@@ -13,7 +13,7 @@ from apollo.adapters.grpc.wire import action_to_wire, insight_from_wire, policy_
 from apollo.adapters.kubernetes import nodes_from, running_pod_from
 from apollo.core.decisions import Action, MigrationTarget, PolicyDecision, Priority
 from apollo.core.domain import NodeCapacity, PodSignature, RunningPod
-from apollo.core.outlooks import NodeLayout, node_table, workload_outlooks
+from apollo.core.outlooks import NodeLayout, PodIndex, node_table, workload_outlooks
 from apollo.runtime.broker import PolicyBroker
 from apollo.runtime.reports import ReportStore
 from apollo_api.podmigration import CHECKPOINT_LABEL, MIGRATION_ANNOTATION
@@ -194,12 +194,12 @@ def test_node_table_and_workload_apportioning() -> None:
         RunningPod("ml", "b", "n1", "Deployment", "other", cpu_request_cores=3.0, memory_request_bytes=GiB),
     ]
     layout = NodeLayout.of(keys)
+    index = PodIndex.of(layout.index, pods, cap)
     table = node_table(
         layout,
         mean=mean,
         upper=upper,
-        capacity=cap,
-        pods=pods,
+        pods=index,
         insights={},
         anomaly=np.array([False, True, False]),
         anomaly_score=np.array([1.0, 7.0, np.nan]),
@@ -211,7 +211,7 @@ def test_node_table_and_workload_apportioning() -> None:
     assert table.anomaly_score[n1] == 7.0 and table.anomaly_score[n2] == 0.0
     assert np.allclose(table.cpu_upper[n2], [0.2, 0.2]) and np.isnan(table.memory_upper[n2]).all()
     assert table.cpu_capacity[n2] == 4.0 and table.memory_mean[n1] == pytest.approx([0.25, 0.25])
-    wl = {w.name: w for w in workload_outlooks(table, pods)}
+    wl = {w.name: w for w in workload_outlooks(table, index)}
     # "train" holds 1 of the 4 requested cores on n1: a quarter of n1's forecast cores (0.5 * 8 / 4).
     assert np.allclose(wl["train"].cpu_mean, [1.0, 1.0]) and np.allclose(wl["other"].cpu_mean, [3.0, 3.0])
     assert wl["train"].replicas == 1

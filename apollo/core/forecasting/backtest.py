@@ -4,8 +4,9 @@ Why: tuning and the benchmark must score the model exactly as it runs in product
 at a time, every forecast made before its actual is seen. This replays ``history`` through the bank and,
 for every origin in the requested windows, scores the H forecasts it made against the actuals that arrive
 later. Scoring uses the intervals as they were at the origin (exact, unlike the live tracker). Every
-scored (origin, lead) pair is also scored for last value (the last observed value at the origin), so
-:meth:`BacktestScores.skill` compares the two on exactly the same samples.
+scored (origin, lead) pair is also scored for last value (the last observed value at the origin) and, with a
+season, for seasonal naive (the value one season before the target), so :meth:`BacktestScores.skill`
+compares them on exactly the same samples.
 
 ``tile`` runs the same history through ``tile`` copies of the series, laid out copy-major
 (row = copy * n + series), which is how :mod:`apollo.core.forecasting.tuning` scores many parameter candidates in one
@@ -51,6 +52,7 @@ class BacktestScores:
     inside: FloatArray
     decision_level: float
     last_abs_error: FloatArray
+    seasonal_abs_error: FloatArray
 
     def _per_series(self, total: FloatArray) -> FloatArray:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -72,6 +74,12 @@ class BacktestScores:
     def last_value_mae(self) -> FloatArray:
         """Per-series MAE of repeating the last observed value, on exactly the same (origin, lead) pairs."""
         return self._per_series(self.last_abs_error)
+
+    def seasonal_naive_skill(self, rows: IntArray | slice = slice(None)) -> float:
+        """Pooled MAE of "same time one season ago" / last value's, on the same pairs (NaN without a season)."""
+        last = float(self.last_abs_error[rows].sum())
+        seasonal = float(self.seasonal_abs_error[rows].sum())
+        return seasonal / last if last > 0 and seasonal > 0 else float("nan")
 
     def skill(self, rows: IntArray | slice = slice(None)) -> float:
         """Pooled skill of ``rows``: sum of absolute errors / sum of last value's on the same pairs (< 1 wins)."""
@@ -106,8 +114,9 @@ def backtest(
     level = bank.quantiles[-1] if decision_level is None else decision_level
     q_index = bank.quantiles.index(level)
     H, rows = bank.horizon, n * tile
+    m = bank.config.season_length
     ring = np.full((H, 5, rows, H), np.nan)  # origin slot, (mean, lower, upper, decision, last), series, lead
-    sums = [{k: np.zeros((rows, H)) for k in ("count", "abs", "sq", "pin", "in", "last")} for _ in windows]
+    sums = [{k: np.zeros((rows, H)) for k in ("count", "abs", "sq", "pin", "in", "last", "season")} for _ in windows]
     leads = np.arange(1, H + 1)
     last = np.full(rows, np.nan)
     for j in range(steps):
@@ -131,6 +140,10 @@ def backtest(
                 acc["pin"] += np.where(use, pin.T, 0.0)
                 acc["in"] += use & inside.T
                 acc["last"] += np.where(use, np.abs(last_err.T), 0.0)
+                if m > 1 and j >= m:
+                    seasonal = data[:, j - m]
+                    season_err = np.abs(y - (np.tile(seasonal, tile) if tile > 1 else seasonal))
+                    acc["season"] += np.where(use & ~np.isnan(season_err)[:, None], season_err[:, None], 0.0)
         last = np.where(np.isnan(y), last, y)
         if any(w.start <= j < w.end for w in windows):
             fc = bank.forecast()
@@ -149,6 +162,7 @@ def backtest(
             inside=acc["in"].astype(np.float64),
             decision_level=level,
             last_abs_error=acc["last"],
+            seasonal_abs_error=acc["season"],
         )
         for acc in sums
     ]

@@ -30,7 +30,7 @@ import numpy as np
 from apollo.core.forecasting.arrays import BoolArray, Float32Array, FloatArray, IntArray, grow, select
 
 EXPERTS = ("model", "last_value", "slow_mean")
-POWER = 4.0
+POWER = 4  # applied as two squarings in weights()
 _MSE_FLOOR = 1e-12  # squared units; keeps 1/mse finite on a perfectly flat series
 
 
@@ -47,8 +47,18 @@ class Combiner:
         self.last_ring: FloatArray = np.full((horizon, n_series), np.nan)
         self.slow_ring: FloatArray = np.full((horizon, n_series), np.nan)
         self.published: Float32Array = np.full((horizon, horizon, n_series), np.nan, dtype=np.float32)
-        self.mse: FloatArray = np.full((len(EXPERTS), horizon, n_series), np.nan)
+        # Exponentially weighted sums of squared errors per expert and lead, and their common weight
+        # (the same samples score every expert): mse = sq_sum / weight, unknown while weight is 0.
+        self.sq_sum: FloatArray = np.zeros((len(EXPERTS), horizon, n_series))
+        self.weight: FloatArray = np.zeros((horizon, n_series))
         self._leads = np.arange(horizon)
+
+    @property
+    def mse(self) -> FloatArray:
+        """``[K, H, n]`` mean squared error of each expert (NaN where nothing was scored yet)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result: FloatArray = np.where(self.weight > 0, self.sq_sum / self.weight, np.nan)
+        return result
 
     # ------------------------------------------------------------------ per tick
 
@@ -70,15 +80,19 @@ class Combiner:
         elsewhere), the baseline the accuracy tracker compares against.
         """
         slots = (tick - 1 - self._leads) % self.horizon
-        past = (model_past, self.last_ring[slots], self.slow_ring[slots])
-        errors = np.stack([actual - p for p in past])  # [K, H, n]
-        ok = valid & ~np.isnan(errors).any(axis=0)
-        sq = errors * errors
-        d = self.decay
-        known = ~np.isnan(self.mse)
-        blended = np.where(known, d * self.mse + (1.0 - d) * sq, sq)
-        self.mse = np.where((ok & ~outlier)[None], blended, self.mse)
+        errors = (actual - model_past, actual - self.last_ring[slots], actual - self.slow_ring[slots])
+        ok = valid & ~np.isnan(errors[0])
+        ok &= ~np.isnan(errors[1])
+        ok &= ~np.isnan(errors[2])
         last_err: FloatArray = np.where(ok, errors[1], np.nan)
+        learn = ok & ~outlier
+        d = self.decay
+        np.copyto(self.weight, d * self.weight + (1.0 - d), where=learn)
+        for k, e in enumerate(errors):
+            e *= e
+            e *= 1.0 - d
+            e += d * self.sq_sum[k]
+            np.copyto(self.sq_sum[k], e, where=learn)
         return last_err
 
     def observe(self, actual: FloatArray, observed: BoolArray) -> None:
@@ -90,29 +104,36 @@ class Combiner:
 
     def weights(self) -> FloatArray:
         """``[K, H, n]`` weights summing to 1 over experts; the model alone while no error is known (or when
-        mixing is disabled, e.g. to score the model's own parameters in tuning)."""
-        inverse = 1.0 / np.maximum(self.mse, _MSE_FLOOR) ** POWER
-        inverse = np.where(np.isnan(self.mse) | (not self.enabled), 0.0, inverse)
-        total = inverse.sum(axis=0)
-        none = total <= 0
-        inverse[0] = np.where(none, 1.0, inverse[0])
-        result: FloatArray = inverse / np.where(none, 1.0, total)[None]
-        return result
+        mixing is disabled, e.g. to score the model's own parameters in tuning).
+
+        The experts share one weight per (lead, series), so ``1 / mse ** 4`` normalises to the same as
+        ``1 / sq_sum ** 4``; the floor keeps a perfectly flat series finite.
+        """
+        known = self.weight > 0
+        if not self.enabled or not known.any():
+            result = np.zeros_like(self.sq_sum)
+            result[0] = 1.0
+            return result
+        inverse = np.maximum(self.sq_sum, _MSE_FLOOR * self.weight[None])
+        inverse *= inverse  # ** 2
+        inverse *= inverse  # ** 4 (POWER): two multiplications, far cheaper than a float power
+        with np.errstate(divide="ignore", invalid="ignore"):  # unknown cells (weight 0) are replaced below
+            np.reciprocal(inverse, out=inverse)
+            inverse /= inverse.sum(axis=0)[None]
+        inverse[0] = np.where(known, inverse[0], 1.0)
+        inverse[1:] = np.where(known[None], inverse[1:], 0.0)
+        return inverse
 
     def combine(self, tick: int, model_mean: FloatArray) -> FloatArray:
-        """Mix the model's ``[H, n]`` forecast from origin ``tick`` with the other experts; remember all three."""
+        """Mix the model's ``[H, n]`` forecast from origin ``tick`` with the other experts; remember all three.
+
+        The three forecasts exist for the same series (each starts with the series' first sample), so the
+        mix is NaN exactly where the model's is.
+        """
         w = self.weights()
-        experts = (model_mean, self.last[None, :], self.slow[None, :])
-        mean = np.zeros_like(model_mean)
-        used = np.zeros_like(model_mean)
-        for k, forecast in enumerate(experts):
-            usable = ~np.isnan(forecast)
-            weight = np.where(usable, w[k], 0.0)
-            mean += weight * np.where(usable, forecast, 0.0)
-            used += weight
-        # An expert without a forecast (a series never observed) hands its weight to the others.
-        with np.errstate(invalid="ignore", divide="ignore"):
-            result: FloatArray = np.where(used > 0, mean / used, model_mean)
+        result: FloatArray = w[0] * model_mean
+        result += w[1] * self.last[None, :]
+        result += w[2] * self.slow[None, :]
         slot = tick % self.horizon
         self.published[slot] = result
         self.last_ring[slot] = self.last
@@ -127,7 +148,8 @@ class Combiner:
         self.last_ring = grow(self.last_ring, count, np.nan, axis=1)
         self.slow_ring = grow(self.slow_ring, count, np.nan, axis=1)
         self.published = grow(self.published, count, np.nan, axis=2)
-        self.mse = grow(self.mse, count, np.nan, axis=2)
+        self.sq_sum = grow(self.sq_sum, count, 0.0, axis=2)
+        self.weight = grow(self.weight, count, 0.0, axis=1)
 
     def take(self, rows: IntArray) -> None:
         self.last = select(self.last, rows)
@@ -135,4 +157,5 @@ class Combiner:
         self.last_ring = select(self.last_ring, rows, axis=1)
         self.slow_ring = select(self.slow_ring, rows, axis=1)
         self.published = select(self.published, rows, axis=2)
-        self.mse = select(self.mse, rows, axis=2)
+        self.sq_sum = select(self.sq_sum, rows, axis=2)
+        self.weight = select(self.weight, rows, axis=1)

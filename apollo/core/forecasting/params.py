@@ -125,9 +125,11 @@ class BankConfig:
     noisy profile (bursts or weekday/weekend differences baked into it) costs more than it gains. Hence
     hourly buckets, a per-phase median across days, and a strict ``seasonality_on``. ``shift_run=2``
     because every tick spent treating a new level as an outlier is a tick of large errors.
-    ``short_history_widening=6`` is about the finite-sample correction of a 96-error window (empirical
-    quantiles of n samples under-cover by roughly 1/n). Anomaly flags start once ``min_errors``
-    one-step residuals exist, since before that there is no scale to judge them by.
+    ``short_history_widening=12`` is twice the finite-sample correction of a 96-error window (empirical
+    quantiles of n samples under-cover by roughly 1/n): the other half pays for load that changes
+    character faster than the window (90 % intervals covered 0.87 with 6, 0.88 with 12 on held-out traces).
+    The state gate starts once ``min_errors`` one-step residuals exist, since before that there is no scale
+    to judge them by.
     """
 
     season_length: int = 288
@@ -140,7 +142,7 @@ class BankConfig:
     error_window: int = 96
     min_errors: int = 12
     refresh_every: int = 24
-    short_history_widening: float = 6.0
+    short_history_widening: float = 12.0
     anomaly_z: float = 5.0
     shift_run: int = 2
     scale_floor: float = 1e-3

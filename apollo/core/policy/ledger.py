@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 from apollo.core.decisions import Action, PolicyDecision
@@ -66,6 +67,9 @@ class Ledger:
     inflight: dict[str, InFlight] = field(default_factory=dict)
     settling: list[Settling] = field(default_factory=list)
     cooldown_until: dict[str, float] = field(default_factory=dict)
+    # Subjects in flight with their count: `busy` is asked for every workload every tick (O(1), not a scan).
+    _subjects: Counter[str] = field(default_factory=Counter, repr=False)
+    _actions: Counter[Action] = field(default_factory=Counter, repr=False)
 
     # -- issuing and answering ---------------------------------------------------------------------
 
@@ -82,12 +86,26 @@ class Ledger:
             workload,
             move or Move(),
         )
+        old = self.inflight.get(decision.request_id)
+        if old is not None:
+            self._forget(old)
         self.inflight[decision.request_id] = entry
+        self._subjects[subject] += 1
+        self._actions[entry.action] += 1
         return entry
 
     def pop(self, request_id: str) -> InFlight | None:
         """The entry answered by a result (None when unknown or already expired)."""
-        return self.inflight.pop(request_id, None)
+        entry = self.inflight.pop(request_id, None)
+        if entry is not None:
+            self._forget(entry)
+        return entry
+
+    def _forget(self, entry: InFlight) -> None:
+        self._actions[entry.action] -= 1
+        self._subjects[entry.subject] -= 1
+        if self._subjects[entry.subject] <= 0:
+            del self._subjects[entry.subject]
 
     def expire(self, now: float) -> list[InFlight]:
         """Remove and return decisions past their deadline (the caller counts them as failed); forget
@@ -95,6 +113,7 @@ class Ledger:
         expired = [e for e in self.inflight.values() if e.expires_at <= now]
         for entry in expired:
             del self.inflight[entry.request_id]
+            self._forget(entry)
         self.settling = [x for x in self.settling if x.until > now]
         return expired
 
@@ -106,6 +125,8 @@ class Ledger:
 
     def count(self, action: Action, *, source: str = "", workload: str = "") -> int:
         """Decisions of `action` in flight, optionally off one source node or for one workload."""
+        if not source and not workload:
+            return self._actions[action]
         return sum(
             1
             for e in self.inflight.values()
@@ -116,7 +137,7 @@ class Ledger:
 
     def busy(self, subject: str) -> bool:
         """Some decision about `subject` (a pod, a workload, a claim) is in flight."""
-        return any(e.subject == subject for e in self.inflight.values())
+        return subject in self._subjects
 
     def moves(self) -> list[Move]:
         """Migrations in flight and moves settling: load the forecast cannot see yet."""
@@ -126,6 +147,14 @@ class Ledger:
     def pending_placements(self) -> list[PlacementCounter]:
         """The moves in flight or settling, as load on their targets (scoring's hot value)."""
         return [PlacementCounter(m.target, 1, m.cpu_cores, m.memory_bytes, m.gpus) for m in self.moves() if m.target]
+
+    def leaving_all(self) -> dict[str, tuple[float, float]]:
+        """(cores, bytes) on their way off each node, for every node with relief under way."""
+        out: dict[str, tuple[float, float]] = {}
+        for m in self.moves():
+            cpu, mem = out.get(m.source, (0.0, 0.0))
+            out[m.source] = (cpu + m.cpu_cores, mem + m.memory_bytes)
+        return out
 
     def leaving(self, node: str) -> tuple[float, float]:
         """(cores, bytes) already on their way off `node`: relief the next move need not provide."""

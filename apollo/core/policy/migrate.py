@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +54,18 @@ class _Hotspot:
 def _known(value: float, default: float = 0.0) -> float:
     """``value``, or ``default`` when it is NaN (scalar math: numpy per hotspot costs more than the plan)."""
     return default if math.isnan(value) else value
+
+
+@dataclass(frozen=True, slots=True)
+class _LazyHotspot:
+    """A confirmed node in plan order; ``sized()`` works out its relief (only for nodes actually planned)."""
+
+    node: str
+    row: int
+    size: Callable[[int], _Hotspot]
+
+    def sized(self) -> _Hotspot:
+        return self.size(self.row)
 
 
 def _coverage(pod: RunningPod, spot: _Hotspot) -> float:
@@ -108,6 +120,7 @@ class MigratePlanner:
         self.confirmed: set[str] = set()
         self.issued_at: list[float] = []
         self.last_tick = -math.inf
+        self._by_node: tuple[Sequence[RunningPod], dict[str, list[RunningPod]]] | None = None
 
     # -- the protocol ------------------------------------------------------------------------------
 
@@ -117,9 +130,7 @@ class MigratePlanner:
         self.issued_at = [t for t in self.issued_at if t > now - st.rate_window_seconds]
         if len(table) and bool(table.stale.all()):
             return PolicyOutput((), (Skip(Action.MIGRATE, "*", "stale forecast: no migrations"),))
-        by_node: dict[str, list[RunningPod]] = {}
-        for pod in tick.pods:
-            by_node.setdefault(pod.node, []).append(pod)
+        by_node = self._pods_by_node(tick.pods)
         decisions: list[PolicyDecision] = []
         skipped: list[Skip] = []
         # A confirmed node without pods has nothing to move: it is reported without sizing its relief, so
@@ -128,12 +139,26 @@ class MigratePlanner:
         for node in sorted(self.confirmed - set(by_node)):
             if node in table.index and not table.stale[table.index[node]]:
                 skipped.append(Skip(Action.MIGRATE, node, "overload coming but no pod on the node"))
-        for spot in sorted(spots, key=lambda s: (-s.severity, s.node)):
-            decision, why = self._migrate_from(spot, table, by_node.get(spot.node, []), tick.placements, now)
+        for k, spot in enumerate(spots):
+            cluster_cap = self._cluster_cap_reason()
+            if cluster_cap:  # no further move this tick: say so per node without sizing each one
+                skipped.extend(Skip(Action.MIGRATE, rest.node, cluster_cap) for rest in spots[k:])
+                break
+            decision, why = self._migrate_from(spot.sized(), table, by_node.get(spot.node, []), tick.placements, now)
             skipped.extend(why)
             if decision is not None:
                 decisions.append(decision)
         return PolicyOutput(tuple(decisions), tuple(skipped))
+
+    def _pods_by_node(self, pods: Sequence[RunningPod]) -> dict[str, list[RunningPod]]:
+        """Pods grouped by node, kept while the pod list is the same object (a tick without pod changes)."""
+        cached = self._by_node
+        if cached is None or cached[0] is not pods:
+            by_node: dict[str, list[RunningPod]] = {}
+            for pod in pods:
+                by_node.setdefault(pod.node, []).append(pod)
+            cached = self._by_node = (pods, by_node)
+        return cached[1]
 
     def finish(self, entry: InFlight, success: bool, now: float) -> None:
         """A success cools the workload down and settles the move; a failure cools it down for less."""
@@ -188,8 +213,11 @@ class MigratePlanner:
 
     # -- overload hysteresis -----------------------------------------------------------------------
 
-    def _confirmed_hotspots(self, table: NodeTable, now: float, with_pods: set[str] | None = None) -> list[_Hotspot]:
-        """Advance the hysteresis (once per ``now``); the confirmed nodes (among ``with_pods`` when given)."""
+    def _confirmed_hotspots(
+        self, table: NodeTable, now: float, with_pods: set[str] | None = None
+    ) -> list[_LazyHotspot]:
+        """Advance the hysteresis (once per ``now``); the confirmed nodes (among ``with_pods`` when given),
+        most severe first. Each one's relief is sized only when the plan gets to it."""
         st = self.ctx.settings
         if table.horizon == 0:
             return []
@@ -203,13 +231,20 @@ class MigratePlanner:
         if now > self.last_tick:
             self._advance_streaks(table, warn, np.fmax(cpu_peak, mem_peak))
             self.last_tick = now
-        spots = []
-        for node in self.confirmed if with_pods is None else self.confirmed & with_pods:
-            i = table.index.get(node)
-            if i is None or table.stale[i]:
-                continue
-            spots.append(self._hotspot(table, i, float(cpu_peak[i]), float(mem_peak[i]), int(first[i])))
-        return spots
+        rows = [
+            i
+            for i in (table.index.get(n) for n in (self.confirmed if with_pods is None else self.confirmed & with_pods))
+            if i is not None and not table.stale[i]
+        ]
+        severity = np.fmax(np.nan_to_num(cpu_peak), np.nan_to_num(mem_peak))
+        rows.sort(key=lambda i: (-severity[i], table.nodes[i]))
+        leaving = self.ctx.ledger.leaving_all()
+
+        def size(i: int) -> _Hotspot:
+            moving = leaving.get(table.nodes[i], (0.0, 0.0))
+            return self._hotspot(table, i, float(cpu_peak[i]), float(mem_peak[i]), int(first[i]), moving)
+
+        return [_LazyHotspot(table.nodes[i], i, size) for i in rows]
 
     def _advance_streaks(self, table: NodeTable, warn: BoolArray, peak: FloatArray) -> None:
         """Streaks and confirmations; only warned, streaking or confirmed nodes can change, so only they are
@@ -231,22 +266,31 @@ class MigratePlanner:
             if not self.streak[node]:
                 del self.streak[node]
 
-    def _hotspot(self, table: NodeTable, i: int, cpu_peak: float, mem_peak: float, first: int) -> _Hotspot:
+    def _hotspot(
+        self, table: NodeTable, i: int, cpu_peak: float, mem_peak: float, first: int, moving: tuple[float, float]
+    ) -> _Hotspot:
         """Load that must leave node ``i`` to bring it under the clear level, minus relief already under way."""
         node, target = table.nodes[i], self.ctx.settings.clear_level
-        moving_cpu, moving_mem = self.ctx.ledger.leaving(node)
+        moving_cpu, moving_mem = moving
         need_cpu = _known((cpu_peak - target) * float(table.cpu_capacity[i]) - moving_cpu)
         need_mem = _known((mem_peak - target) * float(table.memory_capacity[i]) - moving_mem)
         return _Hotspot(i, node, cpu_peak, mem_peak, first, need_cpu, need_mem, moving_cpu + moving_mem > 0)
 
     # -- choosing and issuing ----------------------------------------------------------------------
 
-    def _cap_reason(self, node: str) -> str:
+    def _cluster_cap_reason(self) -> str:
         st, ledger = self.ctx.settings, self.ctx.ledger
         if ledger.count(Action.MIGRATE) >= st.max_migrations_cluster:
             return f"cluster at its cap of {st.max_migrations_cluster} migration(s) in flight"
         if len(self.issued_at) >= st.rate_limit:
             return f"rate limit: {st.rate_limit} migration(s) per {st.rate_window_seconds:.0f}s"
+        return ""
+
+    def _cap_reason(self, node: str) -> str:
+        st, ledger = self.ctx.settings, self.ctx.ledger
+        cluster = self._cluster_cap_reason()
+        if cluster:
+            return cluster
         if ledger.count(Action.MIGRATE, source=node) >= st.max_migrations_per_node:
             return f"node at its cap of {st.max_migrations_per_node} migration(s) in flight"
         return ""

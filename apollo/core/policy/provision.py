@@ -35,7 +35,9 @@ class ProvisionPlanner:
         decisions: list[PolicyDecision] = []
         skipped: list[Skip] = []
         seen: set[str] = set()
-        for pod in sorted(tick.pods, key=lambda p: p.key):
+        # Only I/O-heavy pods can need storage: filter before sorting (sorting every pod costs more).
+        wanting = [p for p in tick.pods if p.signature is not None and p.signature.io_heavy]
+        for pod in sorted(wanting, key=lambda p: p.key):
             decision, why = self._provision(pod, tick.insights, tick.now, seen)
             if decision is not None:
                 decisions.append(decision)
