@@ -94,3 +94,49 @@ def test_robust_center_scale_matches_numpy() -> None:
         assert scale[i] == pytest.approx(MAD_TO_SIGMA * np.median(np.abs(row - med)), abs=1e-5)
     _, floored = robust_center_scale(np.zeros((1, 10), dtype=np.float32), np.array([10]), floor=0.01)
     assert floored[0] == 0.01
+
+
+def test_abnormal_stays_quiet_on_flat_stepping_series_where_the_gate_says_no_often() -> None:
+    """Flat for hours, small quantised steps: the state gate rejects every step (MAD near zero), the
+    abnormal test does not, since its scale cannot collapse; a real spike is still abnormal."""
+    rng = np.random.default_rng(12)
+    steps = 3 * 288
+    level = 0.3 + np.cumsum(
+        np.where(rng.uniform(size=(6, steps)) < 1 / 24, rng.choice([-0.03, 0.03], (6, steps)), 0.0), axis=1
+    )
+    y = np.round(level / 0.005) * 0.005
+    bank = SeriesBank(horizon=6, config=BankConfig())
+    bank.add(range(6))
+    outliers = abnormal = 0
+    for j in range(steps):
+        step = bank.update(y[:, j])
+        if j >= 288:
+            outliers += int(step.outlier.sum())
+            abnormal += int(step.abnormal.sum())
+    assert outliers >= 10 * max(abnormal, 1)
+    assert abnormal / (6 * 2) <= 1.0  # at most one flag per series-day on ordinary behaviour
+    spike = y[:, -1].copy()
+    spike[0] += 0.4
+    step = bank.update(spike)
+    assert step.abnormal[0] and not step.abnormal[1:].any() and step.abnormal_score[0] > 4.5
+
+
+def test_abnormal_finds_more_labelled_anomalies_than_a_rolling_zscore_at_the_same_false_flag_rate() -> None:
+    from apollo.core.forecasting.synthetic import cluster_traces, inject_anomalies
+    from bench.forecast.anomalies import THRESHOLDS, rolling_zscore, score_flags
+
+    traces = cluster_traces(16, 5, seed=31)
+    labels = inject_anomalies(traces.values, first=2 * 288, seed=32)
+    bank = SeriesBank(horizon=6, config=BankConfig())
+    bank.add(range(labels.values.shape[0]))
+    flags = np.zeros(labels.values.shape, dtype=np.bool_)
+    for j in range(labels.values.shape[1]):
+        flags[:, j] = bank.update(labels.values[:, j]).abnormal
+    false, detected = score_flags(flags, labels, 2 * 288)
+    assert false <= 2.0
+    z = np.nan_to_num(rolling_zscore(labels.values, 288))
+    best = max(
+        (float(hit.mean()) for f, hit in (score_flags(z >= t, labels, 2 * 288) for t in THRESHOLDS) if f <= false),
+        default=0.0,
+    )
+    assert detected.mean() >= best
