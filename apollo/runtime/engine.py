@@ -457,10 +457,11 @@ class Engine:
         self._last_decisions = PolicyOutput()
         if not warming:
             # Workload outlooks follow the forecast: between model steps (predictive) they are the same.
-            inputs = (fc if not self.reactive else None, pods)
-            if self.reactive or self._workloads is None or self._workloads[0] != inputs:
-                self._workloads = (inputs, workload_outlooks(table, pods))
-            self._last_decisions = self.policy.evaluate(now, table, cluster.pods, insights, (), self._workloads[1])
+            cached = self._workloads
+            if self.reactive or cached is None or cached[0][0] is not fc or cached[0][1] is not pods:
+                cached = self._workloads = ((fc, pods), workload_outlooks(table, pods))
+            workloads = cached[1]
+            self._last_decisions = self.policy.evaluate(now, table, cluster.pods, insights, (), workloads)
             self._publish(self._last_decisions)
         acc = self.accuracy
         self._generation += 1

@@ -217,3 +217,33 @@ def test_unknown_resources_are_nan_on_the_wire_and_left_out_of_cluster_means() -
     assert first.cpu_usage == pytest.approx(0.4)  # (0.2 + 0.6) / 2: c's unknown CPU is not a zero
     assert first.memory_usage == pytest.approx(0.5)
     assert math.isnan(first.io_usage)
+
+
+def test_workload_outlooks_follow_each_new_forecast_with_pods_on_the_nodes() -> None:
+    from apollo.core.domain import ClusterView, NodeCapacity, RunningPod
+
+    class Cluster:
+        def __init__(self) -> None:
+            pods = (RunningPod("ml", "w-1", "a", "Deployment", "w", cpu_request_cores=1.0),)
+            self.view = ClusterView(nodes={"a": NodeCapacity(8.0, 32 * 2**30)}, pods=pods)
+
+        def read(self, signature_of: Any) -> ClusterView:
+            return self.view
+
+    source, clock = Script(), Clock()
+    settings = ApolloSettings(
+        prometheus=PrometheusSettings(url="http://127.0.0.1:1", queries={"cpu": "cpu", "memory": "memory"}),
+        forecast=MINUTE_STEPS,
+        tuning=TuningSettings(enabled=False),
+    ).validate()
+    engine = Engine(settings, source, ReportStore(600.0, clock=clock), clock=clock, kube=Cluster())
+    rng = np.random.default_rng(2)
+    uppers = []
+    for _ in range(30):
+        source.values = {("a", "cpu"): 0.5 + 0.05 * rng.standard_normal(), ("a", "memory"): 0.4}
+        engine.run_tick()
+        clock.at += 60.0
+        assert engine._workloads is not None
+        uppers.append(engine._workloads[1][0].cpu_upper.copy())
+    # Each model step brings a new forecast, and the workload's apportioned use follows it.
+    assert len({round(float(u[0]), 6) for u in uppers[-10:]}) > 1
