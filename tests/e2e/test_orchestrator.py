@@ -574,8 +574,10 @@ def test_killed_between_the_eviction_and_the_rescheduling_the_migration_still_fi
     assert m.status.phase == Phase.SUCCEEDED, m.status.message
     assert m.status.eviction_attempts == 1  # resumed, not redone
     assert m.status.replacement_node == target
+    # Never a second eviction. The first one's Event may be lost: it is posted after the eviction, and the
+    # process can be killed in between (the status, written first, is what the resumed controller reads).
     evicted = [e for e in events_for(cluster, namespace, "PodMigration", name) if e.reason == "Evicted"]
-    assert len(evicted) == 1
+    assert len(evicted) <= 1
 
 
 def test_a_second_replica_never_acts_while_the_first_holds_the_lease(
