@@ -73,8 +73,13 @@ NAMESPACE = "ml"
 JOB_NAME = "train"
 APP_LABEL = "app.kubernetes.io/name"
 APP = "seed-training"
-NODE_CPU = 4.0
-NODE_MEMORY = 16 * 2**30
+# The story's nodes are big enough that the Job's arrival (2.1 CPU, 0.03 of a node) hardly moves their
+# load: APOLLO's intervals come from its recent errors, and a pod that lifts a node by half in one step
+# widens them enough to look like overload coming (it then moves the pod on arrival, which the story
+# reports as such). What comes is the background ramp: other tenants' load rising on the Job's node.
+NODE_CPU = 64.0
+NODE_MEMORY = 256 * 2**30
+STORY_LABEL = {"apollo.io/scenario": "story"}
 OVERLOAD_THRESHOLD = 0.85
 WEBHOOK_REGISTRATION = "apollo-webhook-local"
 CRD = Path(__file__).resolve().parents[1] / "manifests" / "crds" / "podmigration.yaml"
@@ -120,7 +125,13 @@ def _container(name: str, module: str, args: list[str], requests: tuple[str, str
     }
 
 
-def seed_job(name: str = JOB_NAME, shape: WorkloadShape | None = None, *, checkpoint: bool = True) -> dict[str, Any]:
+def seed_job(
+    name: str = JOB_NAME,
+    shape: WorkloadShape | None = None,
+    *,
+    checkpoint: bool = True,
+    node_selector: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The seed's AI Job: data-prep, trainer and monitor in one pod, run by the local pod runner.
 
     With `checkpoint`, the pod opts in (label) and the webhook gives it the workload's claim and
@@ -157,6 +168,8 @@ def seed_job(name: str = JOB_NAME, shape: WorkloadShape | None = None, *, checkp
         "terminationGracePeriodSeconds": s.grace_seconds,
         "containers": containers,
     }
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
     if checkpoint:
         labels[CHECKPOINT_LABEL] = "true"
     else:
@@ -255,8 +268,9 @@ class LoadModel(BackgroundLoop):
         exporter: NodeExporter,
         background: Mapping[str, tuple[float, float]],
         *,
-        noise: float = 0.01,
+        noise: float = 0.006,
         seed: int = 5,
+        capacity: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         super().__init__("scenario-load", 1.0)
         self.core = core
@@ -267,6 +281,8 @@ class LoadModel(BackgroundLoop):
         self.noise = noise
         self._rng = random.Random(seed)
         self._ar = dict.fromkeys(self.background, 0.0)
+        # (cpu cores, memory bytes) per node, for a pod's share of it; NODE_CPU / NODE_MEMORY otherwise.
+        self.capacity = dict(capacity or {})
         self.run_once()
 
     def ramp(self, node: str, per_second: float, peak: float) -> Ramp:
@@ -291,8 +307,9 @@ class LoadModel(BackgroundLoop):
             running = (pod.get("status") or {}).get("phase") == "Running"
             if node in cpu and running:
                 c, m = pod_requests(pod)
-                cpu[node] += c / NODE_CPU
-                mem[node] += m / NODE_MEMORY
+                cap_cpu, cap_mem = self.capacity.get(node, (NODE_CPU, NODE_MEMORY))
+                cpu[node] += c / cap_cpu
+                mem[node] += m / cap_mem
         for node in cpu:
             self.exporter.cpu[node] = round(min(max(cpu[node], 0.0), 1.0), 4)
             self.exporter.memory[node] = round(min(max(mem[node], 0.0), 1.0), 4)
@@ -498,8 +515,11 @@ class StoryContext:
     say: Say = _say
     namespace: str = NAMESPACE
     shape: WorkloadShape = field(default_factory=WorkloadShape)
-    ramp_per_second: float = 0.006
-    ramp_peak: float = 0.5
+    ramp_per_second: float = 0.01
+    # The source's background climbs to this level, past the threshold: the node will be overloaded, and
+    # the checkpointed pod must leave before it is.
+    ramp_peak: float = 0.92
+    node_selector: Mapping[str, str] = field(default_factory=lambda: dict(STORY_LABEL))
     timeout: float = 300.0
 
 
@@ -544,7 +564,7 @@ def run_story(ctx: StoryContext) -> StoryResult:
     ns, job = ctx.namespace, JOB_NAME
     ensure_namespace(core, ns)
     ckpt_dir = checkpoint_volume(core, cluster, ns, job)
-    batch.create_namespaced_job(ns, seed_job(job, ctx.shape))
+    batch.create_namespaced_job(ns, seed_job(job, ctx.shape, node_selector=ctx.node_selector))
     tl(f"Job {ns}/{job} created: data-prep, trainer, monitor; checkpoint claim opted in ({CHECKPOINT_LABEL})")
 
     def scheduled() -> dict[str, Any] | None:
@@ -637,9 +657,10 @@ def run_story(ctx: StoryContext) -> StoryResult:
         return found[0] if found else None
 
     migration = poll(issued, ctx.timeout, "APOLLO's MIGRATE to reach the orchestrator", interval=0.5)
+    load_at_migrate = ctx.load.cpu(source)
     tl(
-        f"APOLLO: MIGRATE {pod_name}; the orchestrator created PodMigration {migration.name} "
-        f"({migration.spec.reason or 'policy'})",
+        f"APOLLO: MIGRATE {pod_name} while {source}'s load is {load_at_migrate:.2f}; the orchestrator created "
+        f"PodMigration {migration.name} ({migration.spec.reason or 'policy'})",
         mark="MIGRATE",
     )
 
@@ -684,8 +705,8 @@ def run_story(ctx: StoryContext) -> StoryResult:
         problems.append("the completed data-prep container came back")
     if last is None or resumed != str(last):
         problems.append(f"resumed from {resumed!r}, not from the last checkpoint {last}")
-    if peak >= 1.0:
-        problems.append(f"{source} saturated before the move")
+    if load_at_migrate >= OVERLOAD_THRESHOLD:
+        problems.append(f"MIGRATE came only once {source}'s load ({load_at_migrate:.2f}) had crossed the threshold")
     return story(not problems, "; ".join(problems) or "every step held", _rows(final, resumed, last, peak))
 
 
@@ -788,9 +809,9 @@ def print_result(result: StoryResult, say: Say) -> None:
 
 # ---- the whole thing on a fresh cluster ---------------------------------------------------------
 
-# Background (cpu, memory) per node. The Job lands on the idlest (node-2); APOLLO must then find a target
-# that can take the pod's full requests (it counts the completed data-prep too), which node-0 can.
-BACKGROUND = {"node-0": (0.20, 0.25), "node-1": (0.40, 0.35), "node-2": (0.12, 0.20)}
+# Background (cpu, memory) per node. The Job lands on the idlest (node-2), whose background then climbs
+# from 0.30 to 0.92 (StoryContext.ramp_peak).
+BACKGROUND = {"node-0": (0.45, 0.30), "node-1": (0.40, 0.30), "node-2": (0.30, 0.25)}
 
 
 def story_apollo_settings(prometheus_url: str, kubeconfig: Path) -> dict[str, Any]:
@@ -845,6 +866,10 @@ def _stopping(items: list[Any]) -> Iterator[list[Any]]:
                 item.stop()
 
 
+def _story_node(name: str) -> dict[str, Any]:
+    return kwok_node(name, cpu=f"{NODE_CPU:g}", memory=f"{NODE_MEMORY // 2**30}Gi", labels=STORY_LABEL)
+
+
 def start_story_services(cluster: LocalCluster, apollo_address: str, *, keep: bool = False) -> list[Any]:
     """What the story adds to a cluster that runs APOLLO: the CRD, the webhook, the orchestrator, the pod
     runner. Returns them in start order (each has `stop()`); with `keep` they outlive this process."""
@@ -873,10 +898,10 @@ def _tell(result: StoryResult, cluster: LocalCluster, keep: bool, plot: Path | N
     return 0 if result.ok else 1
 
 
-# The demo's nodes keep the load it gave them (node-0 hot, node-1 busy, node-2 idle); the story adds an
-# idler node-3, so that the pod APOLLO moves off its heating node has somewhere to go (APOLLO places a
-# moved pod by its full requests, completed data-prep included, so the target needs room for 0.53).
-DEMO_EXTRA_NODE = ("node-3", (0.10, 0.20))
+# The demo's nodes (4 CPU) keep the load it gave them; the story brings two big nodes of its own (its
+# Job selects them), one to heat up and one for the pod to move to.
+DEMO_STORY_NODES = {"node-3": (0.30, 0.25), "node-4": (0.40, 0.30)}
+DEMO_NODE_CAPACITY = (4.0, 16 * 2**30)
 DEMO_DEPLOYMENT = "trainer"
 NEW_NODE_CALM_TICKS = 20
 
@@ -901,29 +926,31 @@ def continue_demo(
     core: Any = client.CoreV1Api(api)
     # The Deployment has made its point (and its pods would crowd the nodes the Job can move to).
     client.AppsV1Api(api).delete_namespaced_deployment(DEMO_DEPLOYMENT, "default", propagation_policy="Background")
-    name, background = DEMO_EXTRA_NODE
-    create_kwok_nodes(core, [kwok_node(name, cpu=f"{NODE_CPU:g}", memory="16Gi")])
-    report_node_capacity(apollo_address, [name], NODE_CPU, NODE_MEMORY)
-    base = {n: (exporter.cpu[n], exporter.memory.get(n, 0.0)) for n in exporter.cpu} | {name: background}
-    load = LoadModel(core, exporter, base)
+    names = create_kwok_nodes(core, [_story_node(n) for n in DEMO_STORY_NODES])
+    report_node_capacity(apollo_address, names, NODE_CPU, NODE_MEMORY)
+    base = {n: (exporter.cpu[n], exporter.memory.get(n, 0.0)) for n in exporter.cpu}
+    capacity = dict.fromkeys(base, DEMO_NODE_CAPACITY)
+    load = LoadModel(core, exporter, base | DEMO_STORY_NODES, capacity=capacity)
     started: list[Any] = [load.start()]
     with _stopping([] if keep else started):
         started.extend(start_story_services(cluster, apollo_address, keep=keep))
-        say(f"\nthe main job: {name} joins; webhook, orchestrator (subscribed to APOLLO) and pod runner started")
+        say(
+            f"\nthe main job: {', '.join(names)} join; webhook, orchestrator (subscribed to APOLLO) and pod runner "
+            "started"
+        )
         # A node APOLLO has seen for a few seconds only has a forecast as wide as its ignorance: let it
         # learn the new node before a pod lands there.
         seen: list[int] = []
 
         def learnt() -> bool | None:
             _, stale, verdicts = apollo_verdicts(apollo_address)
-            v = verdicts.get(name)
-            if v is not None and not v.overload and not stale:
+            if all((v := verdicts.get(n)) is not None and not v.overload for n in names) and not stale:
                 seen.append(1)
             else:
                 seen.clear()
             return True if len(seen) >= NEW_NODE_CALM_TICKS else None
 
-        poll(learnt, 180, f"APOLLO to learn {name}'s load", interval=1.0)
+        poll(learnt, 180, "APOLLO to learn the new nodes' load", interval=1.0)
         return _tell(run_story(StoryContext(cluster, apollo_address, load, say=say)), cluster, keep, plot, say)
 
 
@@ -952,7 +979,7 @@ def run_scenario(run_dir: Path, *, keep: bool = False, say: Say = _say, plot: Pa
     try:
         with _stopping([] if keep else started):
             core: Any = client.CoreV1Api(cluster.api_client())
-            nodes = create_kwok_nodes(core, [kwok_node(n, cpu=f"{NODE_CPU:g}", memory="16Gi") for n in BACKGROUND])
+            nodes = create_kwok_nodes(core, [_story_node(n) for n in BACKGROUND])
             load = LoadModel(core, exporter, BACKGROUND)
             load.start()
             started.append(load)

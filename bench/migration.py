@@ -66,8 +66,6 @@ from apolloctl.cluster import ClusterConfig, ExtenderConfig, LocalCluster, Scrap
 from apolloctl.launch import Service, extender_holds_snapshot, poll, report_node_capacity, start_apollo, start_extender
 from apolloctl.podrunner import PodRunner
 from apolloctl.scenario import (
-    NODE_CPU,
-    NODE_MEMORY,
     LoadModel,
     WorkloadShape,
     checkpoint_volume,
@@ -89,6 +87,8 @@ from common.kube import core_v1
 T = TypeVar("T")
 NAMESPACE = "bench"
 NODES = {f"node-{i}": (0.2 + 0.05 * i, 0.2) for i in range(4)}
+NODE_CPU = 4.0
+NODE_MEMORY = 16 * 2**30
 KOORDINATOR_MIGRATION_TTL_S = 300.0  # Koordinator's default PodMigrationJob TTL: the bound a move must stay well inside
 POLL_S = 0.1
 
@@ -169,7 +169,7 @@ class Bench:
     def start(self) -> None:
         c = self.cluster
         nodes = create_kwok_nodes(self.core, [kwok_node(n, cpu=f"{NODE_CPU:g}", memory="16Gi") for n in NODES])
-        self.load = LoadModel(self.core, self.exporter, NODES)
+        self.load = LoadModel(self.core, self.exporter, NODES, capacity=dict.fromkeys(NODES, (NODE_CPU, NODE_MEMORY)))
         self.load.start()
         c.set_scrape_targets("simulated-nodes", [ScrapeTarget(self.exporter.address)])
         settings = story_apollo_settings(c.prometheus_url, c.kubeconfig)

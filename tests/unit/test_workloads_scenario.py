@@ -34,6 +34,8 @@ def _template(job: dict[str, Any]) -> dict[str, Any]:
 def test_seed_job_opted_in() -> None:
     job = seed_job("train", WorkloadShape(samples=100, steps_per_second=5, checkpoint_seconds=1.5))
     t = _template(job)
+    assert "nodeSelector" not in t["spec"]
+    assert _template(seed_job(node_selector={"a": "b"}))["spec"]["nodeSelector"] == {"a": "b"}
     assert t["metadata"]["labels"] == {APP_LABEL: APP, CHECKPOINT_LABEL: "true"}
     assert t["metadata"]["annotations"] == {LOCAL_RUN_ANNOTATION: "true"}
     spec = t["spec"]
@@ -90,7 +92,7 @@ def _pod(node: str, phase: str = "Running") -> dict[str, Any]:
 def test_load_model_adds_scenario_pods_and_ramps() -> None:
     core = _Core([_pod("a"), _pod("b", phase="Pending")])
     exporter = SimpleNamespace(cpu={}, memory={})
-    load = LoadModel(core, exporter, {"a": (0.2, 0.1), "b": (0.3, 0.1)}, noise=0.0)  # type: ignore[arg-type]
+    load = LoadModel(core, exporter, {"a": (0.2, 0.1), "b": (0.3, 0.1)}, noise=0.0, capacity={"b": (4.0, 2.0**34)})  # type: ignore[arg-type]
     assert core.selectors == [f"{APP_LABEL}={APP}"]
     assert exporter.cpu["a"] == pytest.approx(0.2 + 2.1 / NODE_CPU, abs=1e-4)
     assert exporter.cpu["b"] == pytest.approx(0.3)  # a Pending pod uses nothing yet
@@ -98,9 +100,9 @@ def test_load_model_adds_scenario_pods_and_ramps() -> None:
     ramp.t0 -= 100  # long past: the ramp has reached its peak
     load.run_once()
     assert exporter.cpu["b"] == pytest.approx(0.9)
-    core.items = [_pod("b")]  # the pod moved: its load goes with it
+    core.items = [_pod("b")]  # the pod moved: its load goes with it, as a share of its new node
     load.run_once()
-    assert exporter.cpu["a"] == pytest.approx(0.2) and exporter.cpu["b"] == 1.0  # clamped at saturation
+    assert exporter.cpu["a"] == pytest.approx(0.2) and exporter.cpu["b"] == 1.0  # 0.9 + 2.1/4, clamped
     assert len(load.history) == 3
 
 
