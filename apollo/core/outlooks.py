@@ -85,7 +85,7 @@ def node_table(
     insights: Mapping[str, NodeInsight],
     anomaly: BoolArray,
     anomaly_score: FloatArray,
-    stale: bool,
+    stale: bool | BoolArray,
     step_seconds: float,
 ) -> NodeTable:
     """The tick's :class:`NodeTable` from per-row forecasts ``[n_rows, H]`` and per-row abnormal flags.
@@ -127,7 +127,7 @@ def node_table(
         fast_free_bytes=fast,
         anomaly=flagged > 0,
         anomaly_score=np.nan_to_num(score, nan=0.0),
-        stale=np.full(n, stale, dtype=np.bool_),
+        stale=np.broadcast_to(np.asarray(stale, dtype=np.bool_), (n,)).copy(),
         step_seconds=np.full(n, step_seconds),
     )
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from apollo.config import ApolloSettings
 from apollo.core.decisions import PolicyOutput
@@ -441,7 +442,7 @@ class Engine:
             insights=insights,
             anomaly=self._abnormal,
             anomaly_score=self._abnormal_score,
-            stale=False,
+            stale=self._unknown_to_kubernetes(cluster),
             step_seconds=self.step_seconds,
         )
         # The snapshot reads the same per-node matrices the per-pod scoring uses (built once per tick).
@@ -495,6 +496,17 @@ class Engine:
         return view
 
     # ------------------------------------------------------------------ tuning and feedback
+
+    def _unknown_to_kubernetes(self, cluster: ClusterView) -> bool | npt.NDArray[np.bool_]:
+        """Nodes Prometheus still reports but the API server does not know (gone, or only in history).
+
+        They are marked stale, so they score neutral and are never chosen as a migration target: a pod
+        cannot be sent to a node that does not exist. Without a Kubernetes reader nothing is known either
+        way, and every node with data counts.
+        """
+        if self.kube is None or not cluster.nodes:
+            return False
+        return np.array([node not in cluster.nodes for node in self._layout.nodes], dtype=np.bool_)
 
     def set_resource_params(self, resource: str, params: ForecastParams) -> None:
         with self.lock:

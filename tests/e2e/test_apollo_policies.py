@@ -57,9 +57,9 @@ def _settings(cluster: ClusterHandle) -> dict[str, Any]:
 def test_prometheus_source_reads_instant_and_range_queries(cluster: ClusterHandle, exporter: NodeExporter) -> None:
     exporter.cpu.update({"node-x": 0.25, "node-y": 0.75})
     source = PrometheusSource(PrometheusSettings(**_settings(cluster)["prometheus"]))
-    sample = wait_for(lambda: (s := source.latest()).values.get(("node-y", "cpu")) == 0.75 and s, what="instant query")
-    assert sample.values[("node-x", "cpu")] == 0.25
-    assert "memory" not in {k[1] for k in sample.values}  # no memory series exported: none invented
+    sample = wait_for(lambda: (s := source.latest()).items().get(("node-y", "cpu")) == 0.75 and s, what="instant query")
+    assert sample.items()[("node-x", "cpu")] == 0.25
+    assert "memory" not in {k[1] for k in sample.items()}  # no memory series exported: none invented
     time.sleep(3)
     end = dt.datetime.now(dt.UTC)
     history = source.history(end - dt.timedelta(seconds=5), end, 1.0)
