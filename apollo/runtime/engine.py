@@ -162,6 +162,7 @@ class Engine:
         # Pod-derived arrays, kept while the cluster view is the same object and the layout unchanged.
         self._pods: tuple[object, NodeLayout, PodIndex] | None = None
         self._workloads: tuple[tuple[object, object], list[WorkloadOutlook]] | None = None
+        self._planned_cluster: ClusterView | None = None
         self._generation = 0
         self._last_success = 0.0
         self._last_decisions = PolicyOutput()
@@ -363,7 +364,7 @@ class Engine:
                 self._model_step(values, step)
                 stepped = True
             current = self._current_now(now)
-            view = self._decide(now, current, cluster, insights)
+            view = self._decide(now, current, cluster, insights, stepped)
         self.stats = TickStats(
             len(self.bank), sample.dropped, time.perf_counter() - t0, self.stats.failures, stepped,
             int(self._abnormal.sum()), self._last_decisions,
@@ -416,9 +417,15 @@ class Engine:
             )
 
     def _decide(
-        self, now: float, current: FloatArray, cluster: ClusterView, insights: dict[str, NodeInsight]
+        self, now: float, current: FloatArray, cluster: ClusterView, insights: dict[str, NodeInsight], stepped: bool
     ) -> EngineView:
-        """Node table, snapshot and policies from the latest forecast (or current load when reactive)."""
+        """Node table and snapshot every tick; policies on each new forecast (or current load when reactive).
+
+        Between model steps a predictive engine has no new forecast, so the planners are not asked again
+        unless the cluster view changed: their confirmations (``policy.confirm_ticks``) then count
+        consecutive forecasts, not repeated readings of the same one. Reactive mode decides on current
+        load, which every tick brings anew.
+        """
         f = self.settings.forecast
         warming = self.samples_seen < self.warmup_samples
         fc = self.forecast
@@ -456,7 +463,9 @@ class Engine:
             min(self.overload_steps, table.horizon),
         )
         self._last_decisions = PolicyOutput()
-        if not warming:
+        plan = stepped or self.reactive or cluster is not self._planned_cluster
+        if not warming and plan:
+            self._planned_cluster = cluster
             # Workload outlooks follow the forecast: between model steps (predictive) they are the same.
             cached = self._workloads
             if self.reactive or cached is None or cached[0][0] is not fc or cached[0][1] is not pods:

@@ -21,6 +21,8 @@ class HistoryProm:
     def __init__(self, n_nodes: int, fail: bool = False) -> None:
         self.n_nodes = n_nodes
         self.fail = fail
+        self.origin: float | None = None
+        self.walks = np.zeros((n_nodes, 0))
 
     def custom_query(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return [{"metric": {"node": f"n{i}"}, "value": [0, "0.5"]} for i in range(self.n_nodes)]
@@ -28,19 +30,27 @@ class HistoryProm:
     def custom_query_range(
         self, query: str, start_time: dt.datetime, end_time: dt.datetime, step: str, params: Any = None
     ) -> list[dict[str, Any]]:
+        """The same walk whichever chunks the adapter asks for: generated once from the first start seen."""
         if self.fail:
             raise ConnectionError("refused")
-        rng = np.random.default_rng(1)
         step_s = float(step.rstrip("s"))
+        if self.origin is None:
+            self.origin = start_time.timestamp()
+            rng = np.random.default_rng(1)
+            length = 5000
+            walks = 0.5 + np.cumsum(rng.normal(0, 0.02, (self.n_nodes, length)), axis=1)
+            walks[:, 300:] += 0.2  # a level shift the model must follow (mid-way through 10 h of minutes)
+            self.walks = np.clip(walks + rng.normal(0, 0.005, walks.shape), 0, 1)
+        first = round((start_time.timestamp() - self.origin) / step_s)
+        n = int((end_time.timestamp() - start_time.timestamp()) // step_s) + 1
         t0 = start_time.timestamp()
-        n = int((end_time.timestamp() - t0) // step_s) + 1
-        out = []
-        for i in range(self.n_nodes):
-            walk = 0.5 + np.cumsum(rng.normal(0, 0.02, n))
-            walk[n // 2 :] += 0.2  # a level shift the model must follow
-            vals = np.clip(walk + rng.normal(0, 0.005, n), 0, 1)
-            out.append({"metric": {"node": f"n{i}"}, "values": [[t0 + j * step_s, str(v)] for j, v in enumerate(vals)]})
-        return out
+        return [
+            {
+                "metric": {"node": f"n{i}"},
+                "values": [[t0 + j * step_s, str(v)] for j, v in enumerate(self.walks[i, first : first + n])],
+            }
+            for i in range(self.n_nodes)
+        ]
 
 
 def _engine(prom: HistoryProm) -> Engine:
