@@ -29,6 +29,7 @@ def _targets(r: dict[str, Any]) -> dict[str, bool | None]:
     return {
         "series>=40000": ok(r["series"], lambda v: v >= 40_000),
         "tick_ms_p50<=50": ok(r["tick_ms_p50"], lambda v: v <= 50.0),
+        "tick_step_ms_p50<=50": ok(r["tick_step_ms_p50"], lambda v: v <= 50.0),
         "state_mb<=1024": ok(r["state_mb"], lambda v: v <= 1024.0),
         "skill_vs_last_value<=0.9": ok(r["skill_vs_last_value"], lambda v: v <= 0.9),
         "mase<=autoets_seasonal_mase": ok(r.get("mase"), lambda v: v <= r["autoets_seasonal_mase"]),
