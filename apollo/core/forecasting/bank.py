@@ -50,7 +50,7 @@ Contract details the adapter must respect:
 Cost per tick is O(n * H) plus a rotating block of n / refresh_every series whose error windows are
 sorted (quantiles) and n / season_test_every series whose periodicity is re-tested. Memory is about
 ``n * (12 * season_length + 4 * error_window * horizon + 4 * horizon**2 + 8 * season_buckets *
-season_history + 16 * quantiles * horizon + 40 * horizon + 200)`` bytes: ~330 MB for 50,000 series at
+season_history + 16 * quantiles * horizon + 40 * horizon + 200)`` bytes: ~360 MB for 50,000 series at
 5-minute steps, daily season, H = 6 (``bench.forecast`` measures it).
 """
 
