@@ -103,8 +103,8 @@ class PrometheusSource:
                 errors += 1
                 continue
             try:  # the common case: every series carries the node label and a [time, value] pair
-                pairs = [(series["metric"][label], series["value"][1]) for series in result]
-                nodes, raw = [p[0] for p in pairs], [p[1] for p in pairs]
+                nodes = [series["metric"][label] for series in result]  # two plain passes beat one of tuples
+                raw = [series["value"][1] for series in result]
             except (KeyError, IndexError, TypeError):
                 nodes, raw = self._slow_columns(result)
             values = _parse(raw)
