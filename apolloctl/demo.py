@@ -34,8 +34,8 @@ from apolloctl.launch import (
     start_apollo,
     start_extender,
 )
-from apolloctl.scenario import continue_demo, demo_apollo_settings
-from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter
+from apolloctl.scenario import continue_demo, demo_apollo_settings, simulated_prometheus
+from apolloctl.sim_metrics import NodeExporter
 
 
 def _say(msg: str) -> None:
@@ -85,11 +85,7 @@ UTILISATION = {"node-0": (0.96, 0.90), "node-1": (0.55, 0.50), "node-2": (0.15, 
 def apollo_settings(prometheus_url: str) -> dict[str, Any]:
     """APOLLO reading the simulated gauges every second, forecasting in seconds rather than minutes."""
     return {
-        "prometheus": {
-            "url": prometheus_url,
-            "queries": {"cpu": CPU_METRIC, "memory": MEMORY_METRIC},
-            "stale_after_seconds": 5,
-        },
+        "prometheus": simulated_prometheus(prometheus_url),
         # Seconds, not minutes, so the demo shows a forecast within its first half minute.
         "forecast": {
             "step_seconds": 1.0,

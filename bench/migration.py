@@ -62,20 +62,20 @@ from apollo_api.podmigration import (
     PodMigration,
     checkpoint_claim_name,
 )
-from apolloctl.cluster import ClusterConfig, ExtenderConfig, LocalCluster, ScrapeTarget, create_kwok_nodes, kwok_node
-from apolloctl.launch import Service, extender_holds_snapshot, poll, report_node_capacity, start_apollo, start_extender
+from apolloctl.cluster import ClusterConfig, LocalCluster, ScrapeTarget, create_kwok_nodes, kwok_node
+from apolloctl.launch import Service, poll
 from apolloctl.podrunner import PodRunner
 from apolloctl.scenario import (
     LoadModel,
     WorkloadShape,
     checkpoint_volume,
     ensure_namespace,
-    forecasting,
     install_crd,
     pod_requests,
     runner_settings,
     seed_job,
     source_checkpoint,
+    start_apollo_and_extender,
     start_orchestrator,
     start_webhook,
     story_apollo_settings,
@@ -174,22 +174,8 @@ class Bench:
         c.set_scrape_targets("simulated-nodes", [ScrapeTarget(self.exporter.address)])
         settings = story_apollo_settings(c.prometheus_url, c.kubeconfig)
         settings["policy"]["max_migrations_cluster"] = 0  # APOLLO observes; every move here is the benchmark's
-        apollo = start_apollo(settings, c.logs_dir / "apollo.log")
-        self.services.append(apollo)
-        report_node_capacity(apollo.address("grpc"), nodes, NODE_CPU, NODE_MEMORY)
-        generation = poll(lambda: forecasting(apollo.address("grpc")), 90, "APOLLO's first forecast")
-        extender = start_extender(
-            apollo.address("grpc"),
-            c.logs_dir / "extender.log",
-            settings={
-                "kubeconfig": str(c.kubeconfig),
-                "refresh_interval_seconds": 0.5,
-                "snapshot_max_age_seconds": 5.0,
-            },
-        )
-        self.services.append(extender)
-        extender.wait_ready(extender_holds_snapshot(generation), what="holding APOLLO's snapshot")
-        c.restart_scheduler((ExtenderConfig(url_prefix=extender.url, weight=5, http_timeout="1s"),))
+        apollo, extender = start_apollo_and_extender(c, settings, nodes, NODE_CPU, NODE_MEMORY)
+        self.services.extend((apollo, extender))
         install_crd(c.api_client())
         self.services.append(start_webhook(c))
         self.services.append(start_orchestrator(c, apollo.address("grpc")))
