@@ -23,145 +23,39 @@ kubelet and its runtime would do with the containers, as local processes:
 
 Init containers are not run: kwok reports them completed at once, as it always has. The runner is
 development tooling for the local cluster only; on a real cluster the kubelet does all of this.
+Around this module: `pod_watch` (the list-and-watch thread), `pod_state` (what it keeps per pod),
+`references` (volumes, ConfigMaps, Secrets), `pod_reports` (exits and workload reports onto the pod).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from apollo_api.podmigration import CHECKPOINT_ENV, CHECKPOINT_STEP_ANNOTATION, RESUMED_FROM_ANNOTATION
-from apolloctl.cluster.configs import COMPLETE_ANNOTATION
 from apolloctl.podrunner.config import RunnerSettings
+from apolloctl.podrunner.kube_calls import api_status, json_body
 from apolloctl.podrunner.ledger import Ledger, RunRecord
+from apolloctl.podrunner.pod_reports import mirror_reports, report_exits
+from apolloctl.podrunner.pod_state import ContainerRun, PodRun
+from apolloctl.podrunner.pod_watch import PodWatch
 from apolloctl.podrunner.proc import LocalProcess
-from apolloctl.podrunner.spec import (
-    PodInfo,
-    SpecError,
-    format_exits,
-    is_kwok_node,
-    launch_for,
-    parse_exits,
-    pv_local_path,
-    volume_sources,
-)
+from apolloctl.podrunner.references import NotReady, References
+from apolloctl.podrunner.spec import PodInfo, SpecError, is_kwok_node, launch_for
 from apolloctl.podrunner.status import Exit, terminal_status
-from apolloctl.workloads import CHECKPOINT_STEP_FILE, RESUMED_FROM_FILE
 from common.loops import BackgroundLoop, ClosableQueue
-from common.watch import watch_events
 
 log = logging.getLogger("apolloctl.podrunner")
-RELIST_BACKOFF_SECONDS = 1.0
 # Exit code a runtime reports for a container it could not start (containerd's StartError).
 START_ERROR_EXIT_CODE = 128
 # A container that ran this long has its restart back-off reset, as the kubelet does.
 BACKOFF_RESET_SECONDS = 600.0
-# Clock slack when matching a report file to the process that should have written it.
-RESUME_CLOCK_SLACK_SECONDS = 2.0
-# What a workload reports in $CHECKPOINT_DIR and the pod annotation the orchestrator reads it from:
-# (file, annotation, key). A report counts only when written by this pod's current process (its `pod`
-# is the pod's host name and its `started_at` is not older than the process), never a predecessor's.
-REPORTS = (
-    (RESUMED_FROM_FILE, RESUMED_FROM_ANNOTATION, "resumed_from"),
-    (CHECKPOINT_STEP_FILE, CHECKPOINT_STEP_ANNOTATION, "step"),
-)
-
-
-class _NotReady(Exception):
-    """Something the pod needs is not there yet (an unbound claim): try again on a later tick."""
-
-
-def _json(resp: Any) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(resp.data)
-    return data
-
-
-def _api_status(exc: BaseException) -> int | None:
-    status = getattr(exc, "status", None)
-    return int(status) if isinstance(status, int) else None
-
-
-@dataclass
-class ContainerRun:
-    name: str
-    process: LocalProcess | None = None
-    record: RunRecord | None = None
-    attempts: int = 0
-    last_exit: Exit | None = None
-    next_start: float = 0.0
-    backoff: float = 0.0
-    done: bool = False
-    # Workload report file -> (mtime seen, value mirrored): each file is read again only when it changes.
-    reports: dict[str, tuple[float, str]] = field(default_factory=dict)
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.running
-
-
-@dataclass
-class PodRun:
-    info: PodInfo
-    containers: dict[str, ContainerRun] = field(default_factory=dict)
-    gone: bool = False
-    terminating: bool = False
-    kill_at: float = 0.0
-    killed: bool = False
-    finalized: bool = False
-    to_report: dict[str, int] = field(default_factory=dict)
-    reported: dict[str, int] = field(default_factory=dict)
-    warned: set[str] = field(default_factory=set)
-
-    def container(self, name: str) -> ContainerRun:
-        if name not in self.containers:
-            self.containers[name] = ContainerRun(name)
-        return self.containers[name]
-
-    def running(self) -> list[ContainerRun]:
-        return [c for c in self.containers.values() if c.running]
-
-
-class PodWatch(BackgroundLoop):
-    """List, then watch pods (raw JSON); every event goes to the runner's queue, a relist as a LIST."""
-
-    def __init__(self, core_v1: Any, namespace: str, out: ClosableQueue[tuple[str, dict[str, Any]]]) -> None:
-        super().__init__("podrunner-watch", RELIST_BACKOFF_SECONDS)
-        self.core = core_v1
-        self.namespace = namespace
-        self.out = self.closes(out)
-
-    def _list(self, **kw: Any) -> Any:
-        if self.namespace:
-            return self.core.list_namespaced_pod(self.namespace, **kw)
-        return self.core.list_pod_for_all_namespaces(**kw)
-
-    def _events(self, resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        resp = self._list(watch=True, resource_version=resource_version, timeout_seconds=120, _preload_content=False)
-        return watch_events(resp, lambda: self.stopping)
-
-    def run_once(self) -> None:
-        try:
-            listing = _json(self._list(_preload_content=False))
-            items = listing.get("items") or []
-            self.out.put_nowait(("LIST", {"uids": [(p.get("metadata") or {}).get("uid") for p in items]}))
-            for pod in items:
-                self.out.put_nowait(("ADDED", pod))
-            for event_type, pod in self._events(str(listing["metadata"]["resourceVersion"])):
-                if event_type == "ERROR":
-                    return  # e.g. 410 Gone: list again
-                self.out.put_nowait((event_type, pod))
-        except Exception as exc:  # the watch must survive API hiccups
-            if not self.stopping:
-                log.warning("pod watch interrupted; listing again", extra={"error": f"{type(exc).__name__}: {exc}"})
 
 
 class PodRunner:
@@ -189,6 +83,7 @@ class PodRunner:
         self._finished: set[str] = set()
         self._kwok_nodes: dict[str, bool] = {}
         self._watch = PodWatch(core_v1, settings.namespace, self._events)
+        self.refs = References(core_v1, self.state_dir, self.roots)
         self._loop = BackgroundLoop("podrunner", settings.tick_seconds, self.tick)
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -266,7 +161,7 @@ class PodRunner:
     def _is_kwok(self, node: str) -> bool:
         if node not in self._kwok_nodes:
             try:
-                self._kwok_nodes[node] = is_kwok_node(_json(self.core.read_node(node, _preload_content=False)))
+                self._kwok_nodes[node] = is_kwok_node(json_body(self.core.read_node(node, _preload_content=False)))
             except Exception as exc:
                 log.warning("cannot read node", extra={"node": node, "error": str(exc)})
                 return False
@@ -289,8 +184,8 @@ class PodRunner:
         volume_dirs: dict[str, Path] | None = None
         volume_error = ""
         try:
-            volume_dirs = self._volume_dirs(run)
-        except _NotReady as exc:
+            volume_dirs = self.refs.volume_dirs(run.info)
+        except NotReady as exc:
             self._warn_once(run, f"waiting: {exc}")
             return
         except SpecError as exc:
@@ -310,16 +205,16 @@ class PodRunner:
             self._start(run, c, container, volume_dirs)
         for c in run.containers.values():
             if c.running:
-                self._mirror_reports(run, c)
+                mirror_reports(self.core, self.ledger, run, c)
         if run.to_report:
-            self._report_exits(run)
+            report_exits(self.core, run)
 
     # ---- containers ------------------------------------------------------------------------------
     def _start(self, run: PodRun, c: ContainerRun, container: Mapping[str, Any], volume_dirs: dict[str, Path]) -> None:
         info = run.info
         c.attempts += 1
         try:
-            launch = launch_for(info, container, volume_dirs, self.base_env, self.python, self._resolve)
+            launch = launch_for(info, container, volume_dirs, self.base_env, self.python, self.refs.resolve)
             if launch.cwd is None:
                 launch = replace(launch, cwd=self.state_dir / "pods" / info.uid / c.name)
             proc = LocalProcess(launch, self.log_path(info.namespace, info.name, c.name), self.die_with_parent)
@@ -329,13 +224,8 @@ class PodRunner:
         c.process = proc
         c.reports.clear()
         c.record = self.ledger.add(
-            RunRecord(
-                namespace=info.namespace,
-                pod=info.name,
-                uid=info.uid,
-                node=info.node,
-                container=c.name,
-                attempt=c.attempts,
+            replace(
+                _record(info, c),
                 argv=list(launch.argv),
                 pid=proc.pid,
                 started_at=proc.started_at,
@@ -353,13 +243,8 @@ class PodRunner:
         info = run.info
         now = time.time()
         self.ledger.add(
-            RunRecord(
-                namespace=info.namespace,
-                pod=info.name,
-                uid=info.uid,
-                node=info.node,
-                container=c.name,
-                attempt=c.attempts,
+            replace(
+                _record(info, c),
                 state="failed-to-start",
                 started_at=now,
                 finished_at=now,
@@ -415,75 +300,6 @@ class PodRunner:
         r.reason = reason
         self.ledger.touch()
 
-    def _report_exits(self, run: PodRun) -> None:
-        """Append the exits to kwok's completion annotation (a strategic merge of one key)."""
-        info = run.info
-        try:
-            current = parse_exits(info.annotations.get(COMPLETE_ANNOTATION, ""))
-        except ValueError:
-            current = {}
-        merged = {**current, **run.reported}
-        for name, code in run.to_report.items():
-            merged.setdefault(name, code)
-        value = format_exits(merged)
-        try:
-            self.core.patch_namespaced_pod(
-                info.name, info.namespace, {"metadata": {"annotations": {COMPLETE_ANNOTATION: value}}}
-            )
-        except Exception as exc:
-            if _api_status(exc) == 404:
-                run.to_report.clear()
-                return
-            log.warning("cannot report container exit; will retry", extra={"pod": info.key, "error": str(exc)})
-            return
-        run.reported.update(run.to_report)
-        run.to_report.clear()
-
-    def _mirror_reports(self, run: PodRun, c: ContainerRun) -> None:
-        """Copy what the running process reported in $CHECKPOINT_DIR onto its pod (see REPORTS)."""
-        assert c.process is not None
-        directory = c.process.launch.env.get(CHECKPOINT_ENV)
-        if not directory:
-            return
-        for file, annotation, key in REPORTS:
-            path = Path(directory) / file
-            try:
-                mtime = path.stat().st_mtime
-            except OSError:
-                continue
-            seen = c.reports.get(file)
-            if seen is not None and seen[0] == mtime:
-                continue
-            try:
-                doc = json.loads(path.read_text())
-                ours = (
-                    doc.get("pod") == run.info.hostname
-                    and float(doc.get("started_at", 0)) >= c.process.started_at - RESUME_CLOCK_SLACK_SECONDS
-                )
-                value = str(int(doc[key]))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # mid-replace or not this format: look again next tick
-            if not ours:
-                c.reports[file] = (mtime, "")  # a predecessor's report: wait for this process to write its own
-                continue
-            if run.info.annotations.get(annotation) != value:
-                try:
-                    self.core.patch_namespaced_pod(
-                        run.info.name, run.info.namespace, {"metadata": {"annotations": {annotation: value}}}
-                    )
-                except Exception as exc:
-                    if _api_status(exc) != 404:
-                        log.warning(
-                            "cannot mirror a workload report; will retry",
-                            extra={"pod": run.info.key, "error": str(exc)},
-                        )
-                        continue
-            c.reports[file] = (mtime, value)
-            if annotation == RESUMED_FROM_ANNOTATION and c.record is not None:
-                c.record.resumed_from = int(value)
-                self.ledger.touch()
-                log.info("workload resumed", extra={"pod": run.info.key, "container": c.name, "resumed_from": value})
-
     # ---- deletion --------------------------------------------------------------------------------
     def _terminate(self, run: PodRun, now: float) -> None:
         running = run.running()
@@ -522,62 +338,20 @@ class PodRunner:
                 info.name, info.namespace, body={"gracePeriodSeconds": 0, "preconditions": {"uid": info.uid}}
             )
         except Exception as exc:
-            if _api_status(exc) not in (404, 409):  # gone already, or a new pod took the name
+            if api_status(exc) not in (404, 409):  # gone already, or a new pod took the name
                 log.warning("cannot finish deleted pod; will retry", extra={"pod": info.key, "error": str(exc)})
                 return
         run.finalized = True
         log.info("pod stopped and removed", extra={"pod": info.key})
 
-    # ---- volumes and references ------------------------------------------------------------------
-    def _volume_dirs(self, run: PodRun) -> dict[str, Path]:
-        info = run.info
-        out: dict[str, Path] = {}
-        for source in volume_sources(info).values():
-            if source.kind == "emptyDir":
-                path = self.state_dir / "pods" / info.uid / "volumes" / source.name
-            elif source.kind == "pvc":
-                path = self._claim_dir(info.namespace, source.name, source.claim)
-            else:
-                continue
-            path.mkdir(parents=True, exist_ok=True)
-            out[source.name] = path
-        return out
-
-    def _claim_dir(self, namespace: str, volume: str, claim: str) -> Path:
-        try:
-            pvc = _json(self.core.read_namespaced_persistent_volume_claim(claim, namespace, _preload_content=False))
-        except Exception as exc:
-            if _api_status(exc) == 404:
-                raise _NotReady(f"volume {volume}: claim {claim} does not exist yet") from exc
-            raise
-        pv_name = (pvc.get("spec") or {}).get("volumeName")
-        if (pvc.get("status") or {}).get("phase") != "Bound" or not pv_name:
-            raise _NotReady(f"volume {volume}: claim {claim} is not bound yet")
-        pv = _json(self.core.read_persistent_volume(pv_name, _preload_content=False))
-        local = pv_local_path(pv)
-        if local is None:
-            raise SpecError(
-                f"volume {volume}: PV {pv_name} is neither hostPath nor local; the local runner maps only those"
-            )
-        path = Path(local).resolve()
-        if self.roots and not any(path == r or r in path.parents for r in self.roots):
-            raise SpecError(f"volume {volume}: PV {pv_name} path {local} is outside the allowed volume roots")
-        return path
-
-    def _resolve(self, kind: str, namespace: str, name: str) -> Mapping[str, str] | None:
-        read = self.core.read_namespaced_config_map if kind == "ConfigMap" else self.core.read_namespaced_secret
-        try:
-            obj = _json(read(name, namespace, _preload_content=False))
-        except Exception as exc:
-            if _api_status(exc) == 404:
-                return None
-            raise
-        data = {str(k): str(v) for k, v in (obj.get("data") or {}).items()}
-        if kind == "Secret":
-            data = {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
-        return data
-
     def _warn_once(self, run: PodRun, message: str) -> None:
         if message not in run.warned:
             run.warned.add(message)
             log.warning(message, extra={"pod": run.info.key})
+
+
+def _record(info: PodInfo, c: ContainerRun) -> RunRecord:
+    """A ledger record of `c`'s current attempt in the pod `info` (the caller fills in how it started)."""
+    return RunRecord(
+        namespace=info.namespace, pod=info.name, uid=info.uid, node=info.node, container=c.name, attempt=c.attempts
+    )
