@@ -11,6 +11,7 @@ Action filters are the wire's action numbers, which the core's `Action` values a
 
 from __future__ import annotations
 
+import heapq
 import queue
 import threading
 import time
@@ -61,13 +62,26 @@ class PolicyBroker:
         self._clock = clock
         self._max = max_pending
         self._pending: OrderedDict[str, _Entry] = OrderedDict()
+        # Deadlines of pending entries, soonest first: deadlines differ per action, so insertion order is
+        # not expiry order, and scanning every pending entry on each of a tick's publishes is O(n^2).
+        # Entries acknowledged, evicted or replaced stay here until they surface and are skipped.
+        self._deadlines: list[tuple[float, int, str, _Entry]] = []
+        self._seq = 0
         self._acked: OrderedDict[str, float] = OrderedDict()
         self._subs: dict[int, Subscription] = {}
         self._lock = threading.Lock()
 
     def _expire(self, now: float) -> None:
-        for rid in [r for r, e in self._pending.items() if e.expires_at < now]:
-            del self._pending[rid]
+        """Drop every pending entry whose deadline passed (``expires_at < now``), soonest first."""
+        heap = self._deadlines
+        while heap and heap[0][0] < now:
+            _, _, rid, entry = heapq.heappop(heap)
+            if self._pending.get(rid) is entry:
+                del self._pending[rid]
+        if len(heap) > 2 * len(self._pending) + 64:
+            # Mostly entries already gone (acknowledged or evicted): rebuild from what is pending.
+            self._deadlines = [item for item in heap if self._pending.get(item[2]) is item[3]]
+            heapq.heapify(self._deadlines)
         while len(self._acked) > 4 * self._max:
             self._acked.popitem(last=False)
 
@@ -81,6 +95,8 @@ class PolicyBroker:
                 return False
             entry = _Entry(decision, decision.expires_at)
             self._pending[rid] = entry
+            self._seq += 1
+            heapq.heappush(self._deadlines, (entry.expires_at, self._seq, rid, entry))
             while len(self._pending) > self._max:
                 self._pending.popitem(last=False)
             subscribers = list(self._subs.values())
