@@ -23,7 +23,8 @@ from apolloctl.scenario import (
     seed_job,
     story_apollo_settings,
 )
-from bench.migration import Run, _duration, _quantile, markdown, summarise
+from bench.migration_results import _quantile, markdown, summarise
+from bench.migration_runs import Run, _duration
 
 
 def _template(job: dict[str, Any]) -> dict[str, Any]:
