@@ -205,3 +205,32 @@ def test_scoring_5000_nodes_for_one_pod_is_cheap() -> None:
     best = scores.top(3)
     assert [r.score for r in best] == sorted((int(v) for v in scores.score[scores.feasible]), reverse=True)[:3]
     assert sorted(timings)[2] < 0.05  # generous: about 1 ms on an idle core
+
+
+def test_single_verdicts_read_element_by_element_equal_the_list_based_ones() -> None:
+    """``result`` reads single elements for the first few calls, lists afterwards: same values, same types."""
+    rng = np.random.default_rng(5)
+    outlooks = [
+        outlook(
+            f"n{i}",
+            cpu=list(rng.uniform(0.0, 1.0, H)),
+            memory=float(rng.uniform(0.0, 1.0)),
+            gpus=int(i % 3),
+            anomaly=bool(i % 4 == 0),
+            anomaly_score=float(rng.uniform(0, 6)),
+            stale=bool(i % 11 == 0),
+        )
+        for i in range(40)
+    ]
+    outlooks.append(NodeOutlook("no-forecast", NodeCapacity(8.0, 32 * GiB), requested_cpu_cores=9.0))
+    insights = {"n3": NodeInsight("n3", csd_available=1, storage=(StorageDevice("d", "nvme", 10, 10),))}
+    table = NodeTable.build(outlooks, insights)
+    sig = PodSignature(io_pattern="IO_PATTERN_RANDOM", storage_class="STORAGE_CLASS_CSD", primary_node="n2")
+    demand = pod(cpu=2.0, gpus=1, signature=sig)
+    hot = [PlacementCounter("n5", 2, 1.0, GiB)]
+    by_items = [score_pod(demand, table, hot).result(i) for i in range(len(table))]  # a fresh one each time
+    listed = score_pod(demand, table, hot)
+    by_lists = listed.results()
+    assert "_rows" in listed.__dict__  # past the first few verdicts the lists were built
+    assert [repr(r) for r in by_items] == [repr(r) for r in by_lists]
+    assert {type(v) for r in by_items for v in r.factors.values()} == {float}

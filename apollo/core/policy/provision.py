@@ -8,7 +8,7 @@ the orchestrator and APOLLO always mean the same claim.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from apollo.core.decisions import Action, PolicyDecision, PolicyOutput, Priority, ProvisioningTarget, Skip
 from apollo.core.domain import FAST_STORAGE_CLASSES, NodeInsight, RunningPod
@@ -30,20 +30,28 @@ class ProvisionPlanner:
     def __init__(self, ctx: PolicyContext) -> None:
         self.ctx = ctx
         self.provisioned: set[str] = set()
+        self._wanting: tuple[Sequence[RunningPod], list[RunningPod]] | None = None
 
     def plan(self, tick: PolicyInput) -> PolicyOutput:
         decisions: list[PolicyDecision] = []
         skipped: list[Skip] = []
         seen: set[str] = set()
-        # Only I/O-heavy pods can need storage: filter before sorting (sorting every pod costs more).
-        wanting = [p for p in tick.pods if p.signature is not None and p.signature.io_heavy]
-        for pod in sorted(wanting, key=lambda p: p.key):
+        for pod in self._io_heavy(tick.pods):
             decision, why = self._provision(pod, tick.insights, tick.now, seen)
             if decision is not None:
                 decisions.append(decision)
             elif why:
                 skipped.append(Skip(Action.PROVISION, pod.key, why))
         return PolicyOutput(tuple(decisions), tuple(skipped))
+
+    def _io_heavy(self, pods: Sequence[RunningPod]) -> list[RunningPod]:
+        """The I/O-heavy pods (only they can need storage) in key order, kept while the pod list is the same
+        object: a tick without pod changes does not walk tens of thousands of pods again."""
+        cached = self._wanting
+        if cached is None or cached[0] is not pods:
+            wanting = [p for p in pods if p.signature is not None and p.signature.io_heavy]
+            cached = self._wanting = (pods, sorted(wanting, key=lambda p: p.key))
+        return cached[1]
 
     def finish(self, entry: InFlight, success: bool, now: float) -> None:
         if success:

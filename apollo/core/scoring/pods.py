@@ -16,9 +16,10 @@ must never stop scheduling.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +45,7 @@ IntArray = npt.NDArray[np.int64]
 # Locality term per relation to the pod's data; the primary copy wins, a cache is better than nothing.
 LOCALITY_PRIMARY, LOCALITY_DATA, LOCALITY_CACHE = 1.0, 0.8, 0.6
 UNKNOWN_TERM = 0.5
+_ITEM_READS = 16
 
 
 @dataclass(frozen=True)
@@ -161,15 +163,20 @@ class PodScores:
     gpu_shortfall: BoolArray
     gpus_free: FloatArray
     hot_pods: IntArray
+    # Single verdicts read so far: past _ITEM_READS the caller is formatting many nodes, and converting
+    # every array to a list once is cheaper than reading element by element.
+    _reads: list[int] = field(default_factory=lambda: [0], init=False, repr=False, compare=False)
 
     def result(self, i: int) -> ScoreResult:
-        rows = self._rows
+        """Node ``i``'s verdict: score, reason, feasibility and the factors behind them."""
+        rows = self._rows if "_rows" in self.__dict__ or self._reads[0] >= _ITEM_READS else self._items
+        self._reads[0] += 1
         factors = {name: term[i] for name, term in rows.terms.items()}
         factors.update(cpu_peak=rows.cpu_peak[i], memory_peak=rows.memory_peak[i], anomaly_penalty=rows.penalty[i])
         return ScoreResult(
             node=self.table.nodes[i],
             score=rows.score[i],
-            reason=self._reason(i),
+            reason=self._reason(i, rows),
             feasible=rows.feasible[i],
             overload_predicted=rows.overload[i],
             factors=factors,
@@ -188,32 +195,40 @@ class PodScores:
         i = self.table.index.get(node)
         return None if i is None else self.result(i)
 
+    def _arrays(self, convert: Callable[[npt.NDArray[Any]], Sequence[Any]]) -> _Rows:
+        return _Rows(
+            score=convert(self.score),
+            feasible=convert(self.feasible),
+            overload=convert(self.overload),
+            stale=convert(self.table.stale),
+            cpu_peak=convert(self.cpu.peak),
+            memory_peak=convert(self.memory.peak),
+            cpu_fallback=convert(self.cpu.fallback),
+            memory_fallback=convert(self.memory.fallback),
+            cpu_problem=convert(self.cpu.infeasible),
+            memory_problem=convert(self.memory.infeasible),
+            gpu_shortfall=convert(self.gpu_shortfall),
+            gpus_free=convert(self.gpus_free),
+            penalty=convert(self.penalty),
+            hot_pods=convert(self.hot_pods),
+            terms={name: convert(term) for name, term in self.terms.items()},
+        )
+
     @cached_property
     def _rows(self) -> _Rows:
         """The arrays as Python lists, once: formatting numpy scalars one by one costs 10x more."""
-        return _Rows(
-            score=self.score.tolist(),
-            feasible=self.feasible.tolist(),
-            overload=self.overload.tolist(),
-            stale=self.table.stale.tolist(),
-            cpu_peak=self.cpu.peak.tolist(),
-            memory_peak=self.memory.peak.tolist(),
-            cpu_fallback=self.cpu.fallback.tolist(),
-            memory_fallback=self.memory.fallback.tolist(),
-            cpu_problem=self.cpu.infeasible.tolist(),
-            memory_problem=self.memory.infeasible.tolist(),
-            gpu_shortfall=self.gpu_shortfall.tolist(),
-            gpus_free=self.gpus_free.tolist(),
-            penalty=self.penalty.tolist(),
-            hot_pods=self.hot_pods.tolist(),
-            terms={name: term.tolist() for name, term in self.terms.items()},
-        )
+        return self._arrays(lambda a: a.tolist())
 
-    def _reason(self, i: int) -> str:
-        rows = self._rows
+    @cached_property
+    def _items(self) -> _Rows:
+        """The arrays read element by element (the same Python values as ``tolist``): a migration target's
+        verdict or one node asked about must not convert 10,000 nodes' arrays into lists first."""
+        return self._arrays(_Items)
+
+    def _reason(self, i: int, rows: _Rows) -> str:
         if rows.stale[i]:
             return "stale forecast: neutral score"
-        problems = self._infeasible_reasons(i)
+        problems = self._infeasible_reasons(i, rows)
         if problems:
             return "; ".join(problems)
         ranked = sorted(rows.terms, key=lambda t: -self.weights[t] * rows.terms[t][i])
@@ -222,8 +237,7 @@ class PodScores:
             parts.append(f"anomaly -{rows.penalty[i]:.0f}")
         return f"{rows.score[i]}: " + ", ".join(parts)
 
-    def _infeasible_reasons(self, i: int) -> list[str]:
-        rows = self._rows
+    def _infeasible_reasons(self, i: int, rows: _Rows) -> list[str]:
         out = []
         for name, problem, peak, fallback in (
             ("cpu", rows.cpu_problem, rows.cpu_peak, rows.cpu_fallback),
@@ -240,23 +254,46 @@ class PodScores:
         return out
 
 
+class _Items(Sequence[Any]):
+    """An array's elements as Python scalars on demand (``ndarray.item``: the values ``tolist`` gives)."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: npt.NDArray[Any]) -> None:
+        self._array = array
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return self._array[i].tolist()
+        return self._array.item(i)
+
+
 @dataclass(frozen=True, slots=True)
 class _Rows:
-    score: list[int]
-    feasible: list[bool]
-    overload: list[bool]
-    stale: list[bool]
-    cpu_peak: list[float]
-    memory_peak: list[float]
-    cpu_fallback: list[bool]
-    memory_fallback: list[bool]
-    cpu_problem: list[bool]
-    memory_problem: list[bool]
-    gpu_shortfall: list[bool]
-    gpus_free: list[float]
-    penalty: list[float]
-    hot_pods: list[int]
-    terms: dict[str, list[float]]
+    score: Sequence[int]
+    feasible: Sequence[bool]
+    overload: Sequence[bool]
+    stale: Sequence[bool]
+    cpu_peak: Sequence[float]
+    memory_peak: Sequence[float]
+    cpu_fallback: Sequence[bool]
+    memory_fallback: Sequence[bool]
+    cpu_problem: Sequence[bool]
+    memory_problem: Sequence[bool]
+    gpu_shortfall: Sequence[bool]
+    gpus_free: Sequence[float]
+    penalty: Sequence[float]
+    hot_pods: Sequence[int]
+    terms: dict[str, Sequence[float]]
 
 
 _LOCALITY_LABELS = {LOCALITY_PRIMARY: "primary data node", LOCALITY_DATA: "holds data", LOCALITY_CACHE: "caches data"}
