@@ -186,6 +186,14 @@ class ForecastSettings:
         "mode does not flap around 1.",
         in_range(0.0, 10.0, lo_open=True),
     )
+    mode_confirm_horizons: float = setting(
+        1.0,
+        "The live skill must stay past reactive_skill_above (or below predictive_skill_below, to come back) "
+        "for this many forecast horizons of model steps before the mode changes: at the start of a climb "
+        "last value briefly wins while the model's trend catches up, which is when its warning matters. "
+        "0 switches at the first step.",
+        in_range(0.0, 100.0),
+    )
     reactive_mase_above: float = setting(
         0.0,
         "Deprecated and ignored (the fallback is on skill against last value, reactive_skill_above); accepted "
@@ -206,6 +214,10 @@ class ForecastSettings:
     @property
     def horizon_steps(self) -> int:
         return max(1, math.ceil(self.horizon_minutes * 60 / self.step_seconds))
+
+    @property
+    def mode_confirm_steps(self) -> int:
+        return math.ceil(self.mode_confirm_horizons * self.horizon_steps)
 
     @property
     def tick_interval(self) -> float:

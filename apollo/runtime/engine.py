@@ -13,7 +13,8 @@ which then publishes new forecasts, accuracy and abnormal-behaviour flags.
 
 Mode: predictive while the published forecast beats repeating the last value on the same samples (live
 skill below `forecast.reactive_skill_above`); otherwise reactive, deciding on current load held flat,
-until the skill drops below `forecast.predictive_skill_below`. `forecast.mode` can force either. Every
+until the skill drops below `forecast.predictive_skill_below`; either way only once the skill has stayed
+past the threshold for `forecast.mode_confirm_horizons` horizons. `forecast.mode` can force either. Every
 switch is logged; the view, the snapshot, the metrics and every ResourcePrediction carry the mode and
 why.
 """
@@ -39,6 +40,7 @@ from apollo.core.forecasting.accuracy import AccuracyReport
 from apollo.core.forecasting.arrays import FloatArray, IntArray
 from apollo.core.forecasting.bank import BankConfig, ForecastResult, SeriesBank
 from apollo.core.forecasting.cadence import StepMeans
+from apollo.core.forecasting.mode import ModeSwitch
 from apollo.core.forecasting.params import ForecastParams
 from apollo.core.outlooks import NodeLayout, PodIndex, node_table, workload_outlooks
 from apollo.core.policy import PolicyEngine
@@ -148,6 +150,7 @@ class Engine:
         self.resource_params: dict[str, ForecastParams] = {}
         self.resources = tuple(settings.prometheus.queries)
         self.reactive = f.mode == "reactive"
+        self._switch = ModeSwitch(f.reactive_skill_above, f.predictive_skill_below, f.mode_confirm_steps)
         self.mode_reason = "forced by forecast.mode" if self.reactive else ""
         self.forecast: ForecastResult | None = None
         self.accuracy: AccuracyReport | None = None
@@ -308,7 +311,7 @@ class Engine:
             self.samples_seen += seen
             self.forecast = self.bank.forecast()
             self.accuracy = self.bank.accuracy()
-            self._update_mode(self.accuracy)
+            self._update_mode(self.accuracy, settled=True)
         log.info(
             "warm start from Prometheus history",
             extra={
@@ -387,24 +390,23 @@ class Engine:
         self.accuracy = self.bank.accuracy()
         self._update_mode(self.accuracy)
 
-    def _update_mode(self, acc: AccuracyReport) -> None:
-        """Predictive while the forecast beats last value; reactive otherwise (with hysteresis)."""
+    def _update_mode(self, acc: AccuracyReport, *, settled: bool = False) -> None:
+        """Predictive while the forecast beats last value; reactive otherwise (see :class:`ModeSwitch`)."""
         f = self.settings.forecast
         before = self.reactive
         if f.mode != "auto":
             self.reactive = f.mode == "reactive"
             self.mode_reason = "forced by forecast.mode" if self.reactive else ""
-        elif not math.isnan(acc.skill):
-            if not self.reactive and acc.skill >= f.reactive_skill_above:
-                self.reactive = True
-            elif self.reactive and acc.skill < f.predictive_skill_below:
-                self.reactive = False
-            self.mode_reason = (
-                f"forecast error {acc.skill:.2f}x last value's over {acc.series_skilled} series "
-                f"(predictive again below {f.predictive_skill_below:g})"
-                if self.reactive
-                else ""
-            )
+        else:
+            self._switch.observe(acc.skill, settled=settled)
+            self.reactive = self._switch.reactive
+            if not self.reactive:
+                self.mode_reason = ""
+            elif not math.isnan(acc.skill):
+                self.mode_reason = (
+                    f"forecast error {acc.skill:.2f}x last value's over {acc.series_skilled} series "
+                    f"(predictive again below {f.predictive_skill_below:g})"
+                )
         if self.reactive != before:
             log.warning(
                 "forecast mode changed",
