@@ -13,7 +13,6 @@ import http.client
 import ssl
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,9 @@ from kubernetes import client
 from apollo_api.podmigration import CHECKPOINT_LABEL, GROUP, PLURAL, VERSION, Phase, checkpoint_claim_name
 from apolloctl.cluster.process import free_port
 from apolloctl.launch import Service, Tls, launch, script_path
-from bench.webhook_local import LocalWebhook, install_crd, unregister, wait_effective
+from bench.webhook_local import LocalWebhook
 from tests.conftest import ClusterHandle
+from tests.e2e.webhook_setup import PreboundVolumes, claim_bound, registered_webhook, webhook_nodes
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -68,25 +68,14 @@ class Api:
 
 @pytest.fixture(scope="module")
 def nodes(cluster: ClusterHandle) -> Iterator[list[str]]:
-    names = cluster.create_nodes(3, prefix=f"mapi-{uuid.uuid4().hex[:4]}", cpu="8", memory="32Gi")
-    yield names
-    cluster.delete_nodes(names)
+    with webhook_nodes(cluster, "mapi") as names:
+        yield names
 
 
 @pytest.fixture(scope="module")
 def webhook(cluster: ClusterHandle, nodes: list[str]) -> Iterator[LocalWebhook]:
-    install_crd(cluster.api)
-    local = cluster.local
-    assert local.ca is not None
-    hook = LocalWebhook(local.logs_dir / "webhook-migration-api-e2e.log", local.ca, local.kubeconfig)
-    hook.start()
-    try:
-        hook.register(cluster.api, REGISTRATION)
-        wait_effective(cluster.core, "default")
+    with registered_webhook(cluster, "webhook-migration-api-e2e.log", REGISTRATION, effective_in="default") as hook:
         yield hook
-    finally:
-        unregister(cluster.api, REGISTRATION)
-        hook.stop()
 
 
 @pytest.fixture(scope="module")
@@ -168,50 +157,22 @@ def accounts(cluster: ClusterHandle, namespace: str) -> Accounts:
 
 
 @pytest.fixture
-def volumes(cluster: ClusterHandle) -> Iterator[list[str]]:
+def volumes(cluster: ClusterHandle) -> Iterator[PreboundVolumes]:
     """PersistentVolumes made for checkpoint claims (no provisioner runs locally), removed afterwards."""
-    made: list[str] = []
+    made = PreboundVolumes(cluster.core)
     yield made
-    for name in made:
-        try:
-            cluster.core.delete_persistent_volume(name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+    made.delete_all()
 
 
-def checkpointed_pod(cluster: ClusterHandle, namespace: str, name: str, node: str, volumes: list[str]) -> None:
+def checkpointed_pod(cluster: ClusterHandle, namespace: str, name: str, node: str, volumes: PreboundVolumes) -> None:
     """A bare pod opted in to checkpointing: the webhook attaches its claim, pre-bound to a hostPath volume.
 
     Opted-in pods are what the webhook handles, so their replacements get the target's affinity.
     """
-    pv = f"pv-{uuid.uuid4().hex[:8]}"
     claim = checkpoint_claim_name(name)
-    cluster.core.create_persistent_volume(
-        {
-            "metadata": {"name": pv},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": f"/tmp/apollo-e2e/{pv}", "type": "DirectoryOrCreate"},
-                "claimRef": {"namespace": namespace, "name": claim},
-            },
-        }
-    )
-    volumes.append(pv)
+    volumes(namespace, claim)
     bare_pod(cluster, namespace, name, node, labels={CHECKPOINT_LABEL: "true"})
-
-    def bound() -> bool:
-        try:
-            return bool(cluster.core.read_namespaced_persistent_volume_claim(claim, namespace).status.phase == "Bound")
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-
-    wait_for(bound, 60, what=f"checkpoint claim {claim} Bound")
+    wait_for(lambda: claim_bound(cluster.core, namespace, claim), 60, what=f"checkpoint claim {claim} Bound")
 
 
 def bare_pod(
@@ -262,7 +223,7 @@ def wait_finished(api: Api, token: str, mid: str, timeout: float = 120.0) -> tup
 
 
 def test_seed_example_body_migrates_and_is_followed_with_get(
-    cluster: ClusterHandle, api: Api, accounts: Accounts, namespace: str, nodes: list[str], volumes: list[str]
+    cluster: ClusterHandle, api: Api, accounts: Accounts, namespace: str, nodes: list[str], volumes: PreboundVolumes
 ) -> None:
     checkpointed_pod(cluster, namespace, "training-job-0", nodes[0], volumes)
     wait_running(cluster, namespace, "training-job-0")
@@ -440,7 +401,7 @@ def test_apolloctl_migrate_wait_shows_the_steps_and_exits_0(
     accounts: Accounts,
     namespace: str,
     nodes: list[str],
-    volumes: list[str],
+    volumes: PreboundVolumes,
     tmp_path: Path,
 ) -> None:
     checkpointed_pod(cluster, namespace, "cli-0", nodes[1], volumes)

@@ -15,7 +15,6 @@ source), phase Evicting, then the pod evicted through the Eviction API; the Job 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,8 +32,9 @@ from apollo_api.podmigration import (
     Phase,
 )
 from apolloctl.cluster import COMPLETE_ANNOTATION
-from bench.webhook_local import LocalWebhook, install_crd, unregister, wait_effective
+from bench.webhook_local import LocalWebhook, wait_effective
 from tests.conftest import ClusterHandle
+from tests.e2e.webhook_setup import PreboundVolumes, claim_bound, registered_webhook, webhook_nodes
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -43,74 +43,25 @@ REGISTRATION = "apollo-webhook-e2e"
 
 @pytest.fixture(scope="module")
 def nodes(cluster: ClusterHandle) -> Iterator[list[str]]:
-    names = cluster.create_nodes(3, prefix=f"wh-{uuid.uuid4().hex[:4]}", cpu="8", memory="32Gi")
-    yield names
-    cluster.delete_nodes(names)
+    with webhook_nodes(cluster, "wh") as names:
+        yield names
 
 
 @pytest.fixture(scope="module")
 def webhook(cluster: ClusterHandle, nodes: list[str]) -> Iterator[LocalWebhook]:
-    install_crd(cluster.api)
-    local = cluster.local
-    assert local.ca is not None
-    hook = LocalWebhook(local.logs_dir / "webhook-e2e.log", local.ca, local.kubeconfig)
-    hook.start()
-    try:
-        hook.register(cluster.api, REGISTRATION)
+    with registered_webhook(cluster, "webhook-e2e.log", REGISTRATION) as hook:
         yield hook
-    finally:
-        unregister(cluster.api, REGISTRATION)
-        hook.stop()
-
-
-def host_path_pv(name: str, namespace: str, claim: str) -> dict[str, Any]:
-    """A 1Gi hostPath volume pre-bound to `namespace/claim` (no provisioner runs locally)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": name},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": f"/tmp/apollo-e2e/{name}", "type": "DirectoryOrCreate"},
-            "claimRef": {"namespace": namespace, "name": claim},
-        },
-    }
 
 
 @pytest.fixture
-def volumes(cluster: ClusterHandle) -> Iterator[Any]:
-    made: list[str] = []
-
-    def make(namespace: str, claim: str) -> str:
-        name = f"pv-{uuid.uuid4().hex[:8]}"
-        cluster.core.create_persistent_volume(host_path_pv(name, namespace, claim))
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        try:
-            cluster.core.delete_persistent_volume(name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+def volumes(cluster: ClusterHandle) -> Iterator[PreboundVolumes]:
+    made = PreboundVolumes(cluster.core)
+    yield made
+    made.delete_all()
 
 
 def _container(name: str) -> dict[str, Any]:
     return {"name": name, "image": f"registry.invalid/{name}:1", "resources": {"requests": {"cpu": "100m"}}}
-
-
-def _claim_bound(core: Any, namespace: str, name: str) -> bool:
-    try:
-        pvc = core.read_namespaced_persistent_volume_claim(name, namespace)
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return bool(pvc.status.phase == "Bound")
 
 
 def _volume_claim(pod: Any) -> str | None:
@@ -129,7 +80,7 @@ def _metric(hook: LocalWebhook, name: str) -> float:
 
 
 def test_opted_in_deployment_pods_get_the_workload_claim(
-    cluster: ClusterHandle, webhook: LocalWebhook, namespace: str, volumes: Any
+    cluster: ClusterHandle, webhook: LocalWebhook, namespace: str, volumes: PreboundVolumes
 ) -> None:
     wait_effective(cluster.core, namespace)
     # A dry run is patched but creates nothing: no claim appears for the probe pods.
@@ -177,7 +128,7 @@ def test_opted_in_deployment_pods_get_the_workload_claim(
     pvc = cluster.core.read_namespaced_persistent_volume_claim("trainer-ckpt", namespace)
     assert pvc.metadata.labels["app.kubernetes.io/managed-by"] == "apollo-webhook"
     assert pvc.metadata.annotations["apollo.io/workload"] == "Deployment/trainer"
-    assert _claim_bound(cluster.core, namespace, "trainer-ckpt")
+    assert claim_bound(cluster.core, namespace, "trainer-ckpt")
     plain = cluster.core.read_namespaced_pod("plain", namespace)
     assert _volume_claim(plain) is None
     # Exactly the two trainer pods were reviewed (the unlabelled pod was never sent), plus re-invocations
@@ -211,7 +162,7 @@ def _status_from(pod: Any, job: Any, target: str) -> dict[str, Any]:
 
 
 def test_job_pod_recreated_during_migration_comes_back_stripped_with_claim_and_target(
-    cluster: ClusterHandle, webhook: LocalWebhook, namespace: str, volumes: Any, nodes: list[str]
+    cluster: ClusterHandle, webhook: LocalWebhook, namespace: str, volumes: PreboundVolumes, nodes: list[str]
 ) -> None:
     volumes(namespace, "prep-ckpt")
     job = cluster.batch.create_namespaced_job(
