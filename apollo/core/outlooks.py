@@ -229,29 +229,25 @@ def workload_outlooks(table: NodeTable, pods: PodIndex) -> list[WorkloadOutlook]
     known = np.zeros(n_groups, dtype=np.bool_)
     for res, (capacity, mean, upper) in columns.items():
         cap = capacity[rows]
-        usable = (cap > 0) & ~np.isnan(upper[rows]).all(axis=1) & (pods.shares[res] > 0)
+        # Per node first, then gathered per pod: nodes are several times fewer than pods.
+        forecast_known = np.asarray(~np.isnan(upper).all(axis=1), dtype=np.bool_)
+        usable = (cap > 0) & forecast_known[rows] & (pods.shares[res] > 0)
         share = np.where(usable, pods.shares[res] * np.nan_to_num(cap), 0.0)[:, None]
         for stat, src in (("mean", mean), ("upper", upper)):
             # Members are stored workload by workload, so a sum per workload is one reduceat.
-            summed = np.add.reduceat(np.nan_to_num(src[rows], nan=0.0) * share, pods.starts, axis=0)
+            summed = np.add.reduceat(np.nan_to_num(src, nan=0.0)[rows] * share, pods.starts, axis=0)
             series[f"{res}_{stat}"] = summed
         known |= np.maximum.reduceat(usable, pods.starts)
+    cpu_mean, cpu_upper = series["cpu_mean"], series["cpu_upper"]
+    memory_mean, memory_upper = series["memory_mean"], series["memory_upper"]
     out = []
-    for g, (namespace, kind, name) in enumerate(pods.groups):
-        if not known[g]:
-            continue
+    for g in np.flatnonzero(known).tolist():
+        namespace, kind, name = pods.groups[g]
+        cpu_request, memory_request = pods.mean_requests[g]
         out.append(
             WorkloadOutlook(
-                namespace=namespace,
-                kind=kind,
-                name=name,
-                replicas=pods.replicas[g],
-                cpu_request_cores=pods.mean_requests[g][0],
-                memory_request_bytes=pods.mean_requests[g][1],
-                cpu_mean=series["cpu_mean"][g],
-                cpu_upper=series["cpu_upper"][g],
-                memory_mean=series["memory_mean"][g],
-                memory_upper=series["memory_upper"][g],
+                namespace, kind, name, pods.replicas[g], cpu_request, memory_request,
+                cpu_mean[g], cpu_upper[g], memory_mean[g], memory_upper[g],
             )
-        )
+        )  # fmt: skip
     return out

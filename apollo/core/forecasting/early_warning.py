@@ -51,10 +51,16 @@ def overload_warning(upper: FloatArray, threshold: float | FloatArray, k: int) -
         raise ValueError(f"threshold must be a scalar or 1-D, got shape {thr.shape}")
     if not np.all(np.isfinite(thr)):
         raise ValueError("threshold must be finite")
-    over = up > thr
-    windows = over[:, : horizon - k + 1].copy()  # window starting at step j covers steps j..j+k-1
+    # Step-major [H, n]: every reduction over the few horizon steps is then a handful of whole-row
+    # operations across the series, not a per-row reduction over 6 values (several times slower at 10,000).
+    over = np.ascontiguousarray((up > thr).T)
+    starts = horizon - k + 1
+    windows = over[:starts].copy()  # window starting at step j covers steps j..j+k-1
     for offset in range(1, k):
-        windows &= over[:, offset : horizon - k + 1 + offset]
-    flags: BoolArray = np.asarray(windows.any(axis=1), dtype=np.bool_)
-    first = np.where(flags, windows.argmax(axis=1) + 1, -1).astype(np.int64)
-    return OverloadWarning(flags=flags, first_step=first, steps_over=over.sum(axis=1).astype(np.int64))
+        windows &= over[offset : starts + offset]
+    flags: BoolArray = np.asarray(windows.any(axis=0), dtype=np.bool_)
+    first: IntArray = np.full(n, -1, dtype=np.int64)
+    for j in range(starts - 1, -1, -1):  # the earliest window wins
+        first[windows[j]] = j + 1
+    steps_over: IntArray = over.sum(axis=0, dtype=np.int64)
+    return OverloadWarning(flags=flags, first_step=first, steps_over=steps_over)

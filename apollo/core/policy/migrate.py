@@ -231,13 +231,14 @@ class MigratePlanner:
         if now > self.last_tick:
             self._advance_streaks(table, warn, np.fmax(cpu_peak, mem_peak))
             self.last_tick = now
-        rows = [
-            i
-            for i in (table.index.get(n) for n in (self.confirmed if with_pods is None else self.confirmed & with_pods))
-            if i is not None and not table.stale[i]
-        ]
-        severity = np.fmax(np.nan_to_num(cpu_peak), np.nan_to_num(mem_peak))
-        rows.sort(key=lambda i: (-severity[i], table.nodes[i]))
+        names = self.confirmed if with_pods is None else self.confirmed & with_pods
+        found = np.fromiter((i for i in map(table.index.get, names) if i is not None), np.int64)
+        found = found[~table.stale[found]]
+        severity = np.fmax(np.nan_to_num(cpu_peak[found]), np.nan_to_num(mem_peak[found]))
+        # Most severe first, then by name (names are unique): one sort of plain tuples, not numpy scalars.
+        positions = found.tolist()
+        keys = zip((-severity).tolist(), [table.nodes[i] for i in positions], positions, strict=True)
+        rows = [i for _, _, i in sorted(keys)]
         leaving = self.ctx.ledger.leaving_all()
 
         def size(i: int) -> _Hotspot:
@@ -250,18 +251,22 @@ class MigratePlanner:
         """Streaks and confirmations; only warned, streaking or confirmed nodes can change, so only they are
         visited (a quiet node of 10,000 costs nothing)."""
         st = self.ctx.settings
-        self.confirmed &= set(table.nodes)
-        self.streak = {n: c for n, c in self.streak.items() if n in table.index}
+        index = table.index
+        self.confirmed = {n for n in self.confirmed if n in index}
+        self.streak = {n: c for n, c in self.streak.items() if n in index}
         rows = set(np.flatnonzero(warn).tolist())
-        rows.update(table.index[n] for n in (*self.streak, *self.confirmed))
-        for i in sorted(rows):
+        rows.update(index[n] for n in (*self.streak, *self.confirmed))
+        visit = np.array(sorted(rows), dtype=np.int64)
+        # The visited rows' values as Python scalars: numpy scalar reads cost more than the loop itself.
+        stale, warned, peaks = table.stale[visit].tolist(), warn[visit].tolist(), peak[visit].tolist()
+        for k, i in enumerate(visit.tolist()):
             node = table.nodes[i]
-            if table.stale[i]:
+            if stale[k]:
                 continue  # old data are no evidence either way
-            self.streak[node] = min(self.streak.get(node, 0) + 1, st.confirm_ticks) if warn[i] else 0
+            self.streak[node] = min(self.streak.get(node, 0) + 1, st.confirm_ticks) if warned[k] else 0
             if self.streak[node] >= st.confirm_ticks:
                 self.confirmed.add(node)
-            elif not peak[i] >= st.clear_level:  # NaN (no forecast) clears as well
+            elif not peaks[k] >= st.clear_level:  # NaN (no forecast) clears as well
                 self.confirmed.discard(node)
             if not self.streak[node]:
                 del self.streak[node]
