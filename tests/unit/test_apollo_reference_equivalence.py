@@ -16,6 +16,7 @@ import pytest
 
 from apollo.core.decisions import Action
 from apollo.core.domain import RESOURCES, NodeCapacity, NodeInsight, PodSignature, RunningPod, StorageDevice
+from apollo.core.forecasting.combine import _MSE_FLOOR, Combiner
 from apollo.core.forecasting.early_warning import overload_warning
 from apollo.core.outlooks import NodeLayout, PodIndex, node_table, workload_outlooks
 from apollo.core.policy import PolicyEngine, PolicySettings
@@ -223,3 +224,28 @@ def test_engine_path_decides_as_the_plain_references(seed: int) -> None:
         level = np.clip(level + rng.normal(0.0, 0.08, level.size), 0.0, 1.1)
     actions = {d.action for d in fast.ledger.inflight.values()}
     assert decided > 20 and skipped > 100 and Action.MIGRATE in actions  # the fixture exercises every planner
+
+
+def _reference_weights(sq_sum: FloatArray, weight: FloatArray) -> FloatArray:
+    """Inverse fourth-power weights normalised over experts; the model alone where nothing is known yet."""
+    known = weight > 0
+    inverse: FloatArray = np.maximum(sq_sum, _MSE_FLOOR * weight[None])
+    inverse = inverse * inverse
+    inverse = inverse * inverse
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inverse = 1.0 / inverse
+        inverse = inverse / inverse.sum(axis=0)[None]
+    inverse[0] = np.where(known, inverse[0], 1.0)
+    inverse[1:] = np.where(known[None], inverse[1:], 0.0)
+    return inverse
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_combiner_weights_match_the_plain_formula(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    combiner = Combiner(3000, 6, 288, 288)
+    combiner.sq_sum[:] = rng.uniform(0.0, 10.0 ** rng.uniform(-14, 1), combiner.sq_sum.shape)
+    combiner.sq_sum[:, :, :20] = 0.0  # a perfectly flat series: the floor keeps it finite
+    combiner.weight[:] = rng.uniform(0.0, 1.0, combiner.weight.shape)
+    combiner.weight[:, rng.uniform(size=3000) < 0.1] = 0.0  # nothing scored yet
+    assert np.array_equal(combiner.weights(), _reference_weights(combiner.sq_sum, combiner.weight))

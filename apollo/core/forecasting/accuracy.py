@@ -95,7 +95,8 @@ class AccuracyTracker:
         n_valid = valid.sum(axis=0)
         has = n_valid > 0
         per = 1.0 / np.maximum(n_valid, 1)
-        abs_err = np.where(valid, np.abs(errors), 0.0).sum(axis=0) * per
+        magnitude = np.abs(errors)  # read twice: the MAE and the skill's model side
+        abs_err = np.where(valid, magnitude, 0.0).sum(axis=0) * per
         inside = (errors >= lower_offset) & (errors <= upper_offset)
         inside &= valid
         cover = inside.sum(axis=0) * per
@@ -108,7 +109,7 @@ class AccuracyTracker:
         n_both = both.sum(axis=0)
         has_both = n_both > 0
         per_both = 1.0 / np.maximum(n_both, 1)
-        model = np.where(both, np.abs(errors), 0.0).sum(axis=0) * per_both
+        model = np.where(both, magnitude, 0.0).sum(axis=0) * per_both
         last = np.where(both, np.abs(last_errors), 0.0).sum(axis=0) * per_both
         self.skill_model = np.where(has_both, d * self.skill_model + (1 - d) * model, self.skill_model)
         self.skill_last = np.where(has_both, d * self.skill_last + (1 - d) * last, self.skill_last)

@@ -119,9 +119,15 @@ class Combiner:
         inverse *= inverse  # ** 4 (POWER): two multiplications, far cheaper than a float power
         with np.errstate(divide="ignore", invalid="ignore"):  # unknown cells (weight 0) are replaced below
             np.reciprocal(inverse, out=inverse)
-            inverse /= inverse.sum(axis=0)[None]
-        inverse[0] = np.where(known, inverse[0], 1.0)
-        inverse[1:] = np.where(known[None], inverse[1:], 0.0)
+            # The sum over experts as whole-array additions in expert order (what a sum over the outer
+            # axis adds too), without reduction machinery over three values.
+            total = inverse[0] + inverse[1]
+            for k in range(2, len(inverse)):
+                total += inverse[k]
+            inverse /= total
+        unknown = ~known
+        inverse[0][unknown] = 1.0
+        inverse[1:, unknown] = 0.0
         return inverse
 
     def combine(self, tick: int, model_mean: FloatArray) -> FloatArray:
