@@ -129,6 +129,7 @@ def node_table(
         anomaly_score=np.nan_to_num(score, nan=0.0),
         stale=np.broadcast_to(np.asarray(stale, dtype=np.bool_), (n,)).copy(),
         step_seconds=np.full(n, step_seconds),
+        index=layout.index,
     )
 
 

@@ -166,6 +166,7 @@ class Engine:
         self._pods: tuple[object, NodeLayout, PodIndex] | None = None
         self._workloads: tuple[tuple[object, object], list[WorkloadOutlook]] | None = None
         self._planned_cluster: ClusterView | None = None
+        self._unknown: tuple[object, NodeLayout, npt.NDArray[np.bool_]] | None = None
         self._generation = 0
         self._last_success = 0.0
         self._last_decisions = PolicyOutput()
@@ -517,7 +518,12 @@ class Engine:
         """
         if self.kube is None or not cluster.nodes:
             return False
-        return np.array([node not in cluster.nodes for node in self._layout.nodes], dtype=np.bool_)
+        cached = self._unknown
+        if cached is None or cached[0] is not cluster.nodes or cached[1] is not self._layout:
+            # Once per node list and layout: a per-node membership test over 10,000 names each tick is not free.
+            unknown = np.array([node not in cluster.nodes for node in self._layout.nodes], dtype=np.bool_)
+            cached = self._unknown = (cluster.nodes, self._layout, unknown)
+        return cached[2]
 
     def set_resource_params(self, resource: str, params: ForecastParams) -> None:
         with self.lock:

@@ -123,13 +123,16 @@ class NodeTable:
         anomaly_score: FloatArray,
         stale: BoolArray,
         step_seconds: FloatArray,
+        index: Mapping[str, int] | None = None,
     ) -> NodeTable:
         """From per-node arrays (row i = ``nodes[i]``): what the engine builds each tick without a Python loop.
 
         ``upper``/``mean`` map a resource to ``[n, H]`` (NaN unknown; a resource absent = unknown
-        everywhere). Capacities of 0 or less mean unknown and become NaN.
+        everywhere). Capacities of 0 or less mean unknown and become NaN. ``index`` (name -> row of
+        ``nodes``), when the caller already holds it, saves rebuilding a dict of every node each tick.
         """
-        index = {name: i for i, name in enumerate(nodes)}
+        if index is None:
+            index = {name: i for i, name in enumerate(nodes)}
         if len(index) != len(nodes):
             raise ValueError("node names must be unique")
         horizon = max((m.shape[1] for m in upper.values()), default=0)
