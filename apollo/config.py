@@ -194,6 +194,12 @@ class ForecastSettings:
         "0 switches at the first step.",
         in_range(0.0, 100.0),
     )
+    reactive_mase_above: float = setting(
+        0.0,
+        "Deprecated and ignored (the fallback is on skill against last value, reactive_skill_above); accepted "
+        "so that existing settings files still load.",
+        in_range(0.0, 1e6),
+    )
     forget_after_minutes: float = setting(
         60.0,
         "A series missing from Prometheus this long is dropped (a node that left); shorter gaps keep what the "
