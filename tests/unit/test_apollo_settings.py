@@ -59,3 +59,10 @@ def test_the_deployed_config_file_moves_with_the_tree(tmp_path: Path) -> None:
     path.write_text("policy:\n  overload_threshold: 0.85\n  consecutive_steps: 3\nscoring:\n  anomaly_penalty: 10\n")
     settings = load_settings(path, environ={})
     assert settings.policy.consecutive_steps == 3 and settings.scoring.anomaly_penalty == 10.0
+
+
+def test_a_file_with_the_deprecated_mase_fallback_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "apollo.yaml"
+    path.write_text("forecast:\n  reactive_mase_above: 1.5\n")
+    settings = load_settings(path, environ={})
+    assert settings.forecast.reactive_skill_above == 1.0  # the fallback is on skill; the old key changes nothing
