@@ -9,7 +9,9 @@ Requests read the per-node sums on every verb call while the pod watch adds a bi
 pod, so both sides are O(1) amortised: sums are kept up to date incrementally, published as a fresh
 immutable dict (readers take the reference, no lock), and expired entries leave through a heap
 ordered by binding time. Recomputing from all entries per request cost O(pods bound) and grew
-without bound on a cluster whose pods are never deleted.
+without bound on a cluster whose pods are never deleted. Each published mapping (`HotValue`) also
+says which nodes changed since the previous ones, so the ranking's per-row columns follow a binding
+by updating one row instead of re-reading every node with recent bindings.
 """
 
 from __future__ import annotations
@@ -18,6 +20,32 @@ import heapq
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+MAX_CHANGE_LOG = 65_536  # changes kept per epoch; past it readers rebuild from the mapping once
+
+
+class HotValue(dict[str, tuple[float, float]]):
+    """Per node (cpu cores, memory bytes) of recent bindings, never mutated once published.
+
+    `changes[:position]` names the nodes changed, in order, since the start of this mapping's epoch (an
+    epoch ends when the sample time moves and every sum is recomputed). Two mappings sharing `changes`
+    differ only in the nodes listed between their positions.
+    """
+
+    __slots__ = ("changes", "position")
+
+    def __init__(self, sums: Mapping[str, tuple[float, float]], changes: list[str]) -> None:
+        super().__init__(sums)
+        self.changes = changes
+        self.position = len(changes)
+
+    def changed_since(self, earlier: Mapping[str, tuple[float, float]]) -> list[str] | None:
+        """Nodes whose sums may differ from `earlier`'s, or None when that is not known (rebuild)."""
+        if not isinstance(earlier, HotValue) or earlier.changes is not self.changes:
+            return None
+        if earlier.position > self.position:
+            return None
+        return self.changes[earlier.position : self.position]
 
 
 @dataclass(frozen=True)
@@ -37,13 +65,17 @@ class PlacementLedger:
         self._lock = threading.Lock()
         self._max = max_entries
         self._since = float("-inf")
-        self._usage: dict[str, tuple[float, float]] = {}
+        self._changes: list[str] = []
+        self._usage = HotValue({}, self._changes)
 
     def _add(self, p: Placement, sign: float) -> None:
-        """Copy-on-write update of one node's sums; readers keep whatever dict they already hold."""
+        """Copy-on-write update of one node's sums; readers keep whatever mapping they already hold."""
         cpu, mem = self._usage.get(p.node, (0.0, 0.0))
         cpu, mem = cpu + sign * p.cpu_cores, mem + sign * p.memory_bytes
-        usage = dict(self._usage)
+        if len(self._changes) >= MAX_CHANGE_LOG:
+            self._changes = []  # a new epoch: readers holding the old log rebuild once
+        self._changes.append(p.node)
+        usage = HotValue(self._usage, self._changes)
         if cpu <= 1e-9 and mem <= 1e-3:
             usage.pop(p.node, None)
         else:
@@ -81,7 +113,7 @@ class PlacementLedger:
         with self._lock:
             self._drop(uid)
 
-    def usage_since(self, since: float) -> Mapping[str, tuple[float, float]]:
+    def usage_since(self, since: float) -> HotValue:
         """Per node (cpu cores, memory bytes) of pods bound at or after `since`; do not mutate.
 
         `since` is the snapshot's sample time, which only moves forward: entries bound before it are
@@ -97,7 +129,8 @@ class PlacementLedger:
                     p = self._by_uid.get(uid)
                     if p is not None and p.bound_at < since:
                         del self._by_uid[uid]
-                self._usage = self._sums(since)
+                self._changes = []
+                self._usage = HotValue(self._sums(since), self._changes)
             return self._usage
 
     def _sums(self, since: float) -> dict[str, tuple[float, float]]:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
 if TYPE_CHECKING:
@@ -122,10 +121,14 @@ _SCORE_LAST_END = [b"%d}" % i for i in range(MAX_EXTENDER_SCORE + 1)]
 
 
 def host_prefixes(snapshot: Snapshot) -> list[bytes]:
-    """`{"Host":"<name>","Score":` per snapshot row, encoded once per generation (`prepare`)."""
+    """`{"Host":"<name>","Score":` per snapshot row, encoded once per generation (`prepare`).
+
+    One more entry than rows: the ranking's row for names APOLLO does not know, encoded per request.
+    """
     cached: list[bytes] | None = snapshot.memo.get("host_prefixes")
     if cached is None:
         cached = [b'{"Host":' + orjson.dumps(name) + b',"Score":' for name in snapshot.names]
+        cached.append(b"")
         snapshot.memo["host_prefixes"] = cached
     return cached
 
@@ -145,23 +148,22 @@ def encode_priorities(scores: Scores) -> bytes:
     are encoded on the spot. Scores are 0-10 by construction (ranking clips them), which is what the
     ending table holds.
     """
-    snap, rows, known = scores.snapshot, scores.rows, scores.known
-    if snap is None or rows is None or known is None:  # fail-open answers: neutral scores, no rows
+    snap, listed = scores.snapshot, scores.rows
+    if snap is None or listed is None:  # fail-open answers: neutral scores, no rows
         return orjson.dumps(
             [{"Host": host, "Score": score} for host, score in zip(scores.names, scores.scores, strict=True)]
         )
-    count = len(rows)
+    count = len(listed.rows)
     if count == 0:
         return b"[]"
     table = host_prefixes(snap)
     parts: list[bytes] = [b""] * (2 * count)
     if count > 1:
-        parts[0::2] = itemgetter(*rows.tolist())(table)
+        parts[0::2] = itemgetter(*listed.rows.tolist())(table)
         parts[1::2] = itemgetter(*scores.scores)(_SCORE_ITEM_END)
     else:
-        parts[0] = table[int(rows[0])]
+        parts[0] = table[int(listed.rows[0])]
     parts[-1] = _SCORE_LAST_END[scores.scores[-1]]
-    if not known.all():
-        for i in np.flatnonzero(~known).tolist():
-            parts[2 * i] = b'{"Host":' + orjson.dumps(scores.names[i]) + b',"Score":'
+    for i in listed.unknown:
+        parts[2 * i] = b'{"Host":' + orjson.dumps(scores.names[i]) + b',"Score":'
     return b"[" + b"".join(parts) + b"]"
