@@ -71,10 +71,11 @@ import orjson
 from apollo_api.podmigration import GROUP, PLURAL, VERSION
 from apolloctl.cluster import ClusterConfig, LocalCluster
 from apolloctl.cluster.process import wait_until
+from apolloctl.scenario.services import install_crd
 from bench.webhook_create import measure_creation
 from bench.webhook_fixtures import NAMESPACE, Json, migrations, say
 from bench.webhook_latency import measure_floor, measure_latency
-from bench.webhook_local import LocalWebhook, install_crd
+from bench.webhook_local import LocalWebhook
 
 TARGET_ADMIT_P99_MS = 5.0
 TARGET_RATIO = 0.9

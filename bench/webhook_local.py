@@ -23,7 +23,6 @@ from webhook.config import WebhookSettings
 from webhook.registration import url_client_config, webhook_configuration
 
 DEFAULT_REGISTRATION = "apollo-webhook-local"
-CRD = Path(__file__).resolve().parents[1] / "manifests" / "crds" / "podmigration.yaml"
 
 
 def issue_tls(ca: CertificateAuthority, name: str) -> Tls:
@@ -107,27 +106,6 @@ def unregister(api_client: Any, name: str = DEFAULT_REGISTRATION) -> None:
     except client.ApiException as exc:
         if exc.status != 404:
             raise
-
-
-def install_crd(api_client: Any, timeout: float = 30.0) -> None:
-    """The PodMigration CRD from its manifest, waited for until Established (already installed is fine)."""
-    import yaml
-    from kubernetes import client
-
-    ext = client.ApiextensionsV1Api(api_client)
-    body = yaml.safe_load(CRD.read_text())
-    try:
-        ext.create_custom_resource_definition(body)
-    except client.ApiException as exc:
-        if exc.status != 409:
-            raise
-
-    def established() -> bool:
-        status = ext.read_custom_resource_definition(body["metadata"]["name"]).status
-        conditions = (status.conditions if status else None) or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    wait_until(established, timeout, "the PodMigration CRD to be Established")
 
 
 def probe_pod(name: str = "") -> dict[str, Any]:

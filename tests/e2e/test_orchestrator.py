@@ -35,8 +35,9 @@ from apollo_api.podmigration import (
 from apolloctl.cluster import COMPLETE_ANNOTATION, ExtenderConfig, ScrapeTarget
 from apolloctl.cluster.process import free_port
 from apolloctl.launch import Service, launch, start_apollo, start_extender
+from apolloctl.scenario.services import install_crd
 from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter
-from bench.webhook_local import LocalWebhook, install_crd, unregister, wait_effective
+from bench.webhook_local import LocalWebhook, unregister, wait_effective
 from orchestrator.apollo_link import policy_migration_name
 from tests.conftest import ClusterHandle
 from tests.helpers import wait_for

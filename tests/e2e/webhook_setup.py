@@ -17,7 +17,8 @@ from typing import Any
 
 from kubernetes import client
 
-from bench.webhook_local import LocalWebhook, install_crd, unregister, wait_effective
+from apolloctl.scenario.services import install_crd
+from bench.webhook_local import LocalWebhook, unregister, wait_effective
 from tests.conftest import ClusterHandle
 
 
