@@ -98,6 +98,8 @@ def create_app(
                 "hot_placements": len(state.ledger),
                 # "publisher": this worker runs the pod watch for all; "subscriber": it receives its lines.
                 "pod_watch": getattr(state.watcher, "role", None),
+                # This worker's ledger covers every binding so far (False while listing or electing).
+                "pod_watch_synced": bool(getattr(state.watcher, "synced", False)),
             },
         )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ class PodWatcher(BackgroundLoop):
         super().__init__("pod-binding-watcher", RELIST_BACKOFF_SECONDS)
         self.core = core_v1
         self.listener = listener
+        # Set once the first listing is counted: the hot value covers the pods bound so far, and later
+        # changes follow as events from the listing's resourceVersion (stays set through relists).
+        self.synced = threading.Event()
 
     def handle(self, event_type: str, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}
@@ -172,6 +176,7 @@ class PodWatcher(BackgroundLoop):
                 # Bound before we started: their binding time decides whether APOLLO's sample
                 # already covers them (the ledger prunes what it does).
                 self.handle("ADDED", pod)
+            self.synced.set()
             for event_type, pod in self._events(listing["metadata"]["resourceVersion"]):
                 if event_type == "ERROR":
                     break  # e.g. 410 Gone: list again

@@ -11,7 +11,9 @@ each binding and deletion, as one small orjson line, to every other worker; a wo
 first receives the publisher's current ledger. Every worker feeds its own `BindingSink` (ledger and
 SchedulingResult reports for the pods it scored), so requests still read only local memory. If the
 publisher dies (gunicorn replaces it), its socket vanishes with it: the subscribers' streams end, one
-of them binds the name and lists and watches from scratch, the others subscribe to it.
+of them binds the name and lists and watches from scratch, the others subscribe to it. The publisher
+accepts subscribers once its first listing is counted, and ends each replay with a sync line, so every
+worker can tell when its ledger is complete (`synced`, shown by the readiness probe).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def encode_bound(binding: Binding) -> bytes:
 
 def encode_deleted(uid: str) -> bytes:
     return orjson.dumps(["d", uid]) + b"\n"
+
+
+SYNCED_LINE = b'["s"]\n'  # after a replay: the subscriber now holds everything the synced publisher counted
 
 
 def apply_line(line: bytes, sink: BindingSink) -> None:
@@ -110,8 +115,7 @@ class _Fanout:
                 encode_bound(Binding(uid, "", "", placement)) for uid, placement in self.sink.ledger.entries()
             )
             try:
-                if replay:
-                    sub.sendall(replay)
+                sub.sendall(replay + SYNCED_LINE)
             except OSError:
                 sub.close()
                 return
@@ -133,9 +137,17 @@ class SharedPodWatch(BackgroundLoop):
         self.sink = sink
         self.name = name or socket_name(os.getppid())
         self.role = "electing"
+        self._subscriber_synced = False
         self._listener: socket.socket | None = None
         self._watcher: PodWatcher | None = None
         self._fanout: _Fanout | None = None
+
+    @property
+    def synced(self) -> bool:
+        """This worker's ledger holds every binding the watch has seen (the publisher listed, or replayed)."""
+        if self.role == "publisher":
+            return self._watcher is not None and self._watcher.synced.is_set()
+        return self.role == "subscriber" and self._subscriber_synced
 
     def run_once(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -170,12 +182,15 @@ class SharedPodWatch(BackgroundLoop):
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    if line:
+                    if line == SYNCED_LINE[:-1]:
+                        self._subscriber_synced = True
+                    elif line:
                         apply_line(line, self.sink)
         except OSError as exc:
             log.info("pod-watch stream ended", extra={"error": str(exc)})
         finally:
             conn.close()
+            self._subscriber_synced = False
             self.role = "electing"
 
     def _publish(self, listener: socket.socket) -> None:
@@ -188,6 +203,9 @@ class SharedPodWatch(BackgroundLoop):
         self._watcher = PodWatcher(self.core_v1(), self._fanout)
         self._watcher.start()
         try:
+            # Subscribers wait in the backlog until the first listing is counted, so a replay is complete.
+            while not self.stopping and not self._watcher.synced.wait(RETRY_SECONDS):
+                pass
             while not self.stopping:
                 try:
                     sub, _ = listener.accept()

@@ -81,9 +81,12 @@ def test_one_worker_watches_and_every_worker_counts_and_reports_what_it_scored()
     first.start()
     try:
         wait_for(lambda: first.role == "publisher" and "uid-old" in first_ledger, timeout=10, what="the publisher")
+        wait_for(lambda: first.synced, timeout=10, what="the publisher's first listing counted")
+        assert not second.synced  # not started: it holds nothing yet
         second.start()
-        # The subscriber starts from the publisher's ledger, then receives every change.
-        wait_for(lambda: second.role == "subscriber" and "uid-old" in second_ledger, timeout=10, what="replay")
+        # The subscriber starts from the publisher's ledger (told complete by the sync line), then every change.
+        wait_for(lambda: second.synced, timeout=10, what="replay")
+        assert second.role == "subscriber" and "uid-old" in second_ledger
         gate.set()
         wait_for(lambda: "uid-new" in second_ledger and "uid-old" not in second_ledger, timeout=10, what="fan-out")
         assert core.watches == 1  # one API watch for both workers
