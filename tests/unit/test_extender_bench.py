@@ -66,6 +66,18 @@ def test_targets_are_judged_on_the_client_side_and_noop_ratios() -> None:
     assert met == {"prioritize_client_p99_ms": True, "sched_ratio_vs_noop": False, "policy_lookups": True}
 
 
+def test_ratios_pair_each_repetition_and_rotate_the_order() -> None:
+    from bench.extender.cli import paired_ratio
+    from bench.extender.scheduling import HEADLINE, rotated
+
+    # Load drifted over the repetitions: pairing keeps each run with its own repetition's floor.
+    median, each = paired_ratio([90.0, 180.0, 120.0, None], [100.0, 200.0, 100.0, 150.0])
+    assert each == [0.9, 0.9, 1.2, None] and median == 0.9
+    assert paired_ratio([None], [100.0]) == (None, [None])
+    orders = [" ".join(c.name for c in rotated(HEADLINE, rep)) for rep in range(4)]
+    assert orders == ["without noop with", "noop with without", "with without noop", "without noop with"]
+
+
 def test_cost_model_splits_a_cycle_into_protocol_and_our_extra() -> None:
     def run(rate: float, scheduler_cpu: float, extender_cpu: float = 0.0) -> dict[str, object]:
         by_process = {"kube-scheduler": scheduler_cpu} | ({"extender": extender_cpu} if extender_cpu else {})
