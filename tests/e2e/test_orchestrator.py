@@ -40,6 +40,7 @@ from apolloctl.sim_metrics import CPU_METRIC, MEMORY_METRIC, NodeExporter
 from bench.webhook_local import LocalWebhook, unregister, wait_effective
 from orchestrator.apollo_link import policy_migration_name
 from tests.conftest import ClusterHandle
+from tests.e2e.webhook_setup import host_path_pv as prebound_pv
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -172,21 +173,7 @@ def container(name: str, cpu: str = "100m") -> dict[str, Any]:
 def host_path_pv(cluster: ClusterHandle, namespace: str, claim: str) -> str:
     """A volume pre-bound to the checkpoint claim the webhook will create (no provisioner runs locally)."""
     name = f"pv-{uuid.uuid4().hex[:8]}"
-    cluster.core.create_persistent_volume(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": f"/tmp/apollo-e2e/{name}", "type": "DirectoryOrCreate"},
-                "claimRef": {"namespace": namespace, "name": claim},
-            },
-        }
-    )
+    cluster.core.create_persistent_volume(prebound_pv(name, namespace, claim))
     return name
 
 
