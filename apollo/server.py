@@ -1,8 +1,9 @@
 """The `apollo` process, assembled: gRPC services and health, the HTTP probe port, the tick loop, tuning.
 
 The composition root: the only module that knows every layer. It builds the engine over its sources
-(Prometheus, optionally the API server through `common.kube`), registers the servicers, serves the probe
-app from `apollo.adapters.http` on the shell's `ThreadedServer`, and starts the two background loops.
+(Prometheus, optionally the API server's node and pod watches through `common.kube`), registers the
+servicers, serves the probe app from `apollo.adapters.http` on the shell's `ThreadedServer`, and starts the
+watches and the two background loops.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Apollo:
     ticks: TickLoop
     tuning: TuningJob
     loops: list[BackgroundLoop]
+    kube: KubeReader | None = None
 
     @property
     def http_port(self) -> int:
@@ -62,6 +64,8 @@ class Apollo:
 
     def stop(self, grace: float = 5.0) -> None:
         self.health.enter_graceful_shutdown()
+        if self.kube is not None:
+            self.kube.stop()  # returns at once: the watch threads end on their own
         for loop in self.loops:
             loop.stop(grace)
         self.grpc_server.stop(grace).wait()
@@ -92,7 +96,9 @@ def serve(settings: ApolloSettings, source: MetricSource | None = None, start_ti
     """
     metrics = ApolloMetrics.create()
     reports = ReportStore(settings.report_ttl_seconds)
-    kube = KubeReader.connect(settings.kubernetes.kubeconfig) if settings.kubernetes.enabled else None
+    kube = (
+        KubeReader.connect(settings.kubernetes.kubeconfig, reports.signatures) if settings.kubernetes.enabled else None
+    )
     engine = Engine(settings, source or PrometheusSource(settings.prometheus), reports, kube=kube)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_InsightServiceServicer_to_server(InsightServicer(reports, metrics), server)
@@ -109,9 +115,11 @@ def serve(settings: ApolloSettings, source: MetricSource | None = None, start_ti
     ticks = TickLoop(engine, metrics, on_round=grpc_health.mark_serving)
     tuning = TuningJob(engine)
     loops: list[BackgroundLoop] = []
+    if kube is not None:
+        kube.start()  # the engine holds its decisions until both first listings are in
     if start_ticks:
         loops.append(ticks.start())
         if settings.tuning.enabled:
             loops.append(tuning.start())
     log.info("apollo serving", extra={"grpc_port": grpc_port, "http_port": http.port})
-    return Apollo(settings, engine, metrics, server, grpc_port, http, grpc_health.servicer, ticks, tuning, loops)
+    return Apollo(settings, engine, metrics, server, grpc_port, http, grpc_health.servicer, ticks, tuning, loops, kube)

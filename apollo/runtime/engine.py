@@ -42,17 +42,18 @@ from apollo.core.forecasting.bank import BankConfig, ForecastResult, SeriesBank
 from apollo.core.forecasting.cadence import StepMeans
 from apollo.core.forecasting.mode import ModeSwitch
 from apollo.core.forecasting.params import ForecastParams
-from apollo.core.outlooks import NodeLayout, PodIndex, node_table, workload_outlooks
+from apollo.core.outlooks import NodeLayout, PodIndex, PodIndexer, node_table, workload_outlooks
 from apollo.core.policy import PolicyEngine
 from apollo.core.scoring.snapshot import NodeScores, snapshot_scores
 from apollo.core.scoring.table import NodeTable
 from apollo.runtime.broker import PolicyBroker
 from apollo.runtime.reports import ReportStore
-from apollo.runtime.sources import ClusterReader, History, MetricSource, Sample, SourceError
+from apollo.runtime.sources import ClusterRead, ClusterReader, History, MetricSource, Sample, SourceError
 
 log = logging.getLogger("apollo.engine")
 
 _EMPTY_LAYOUT = NodeLayout.of(())
+_NO_CLUSTER = ClusterView()  # one object: without a Kubernetes reader every tick sees the same (empty) view
 
 
 def _keyed(nodes: list[str], resource: str) -> list[Hashable]:
@@ -162,8 +163,9 @@ class Engine:
         self._rows: dict[str, tuple[list[Hashable], IntArray, tuple[Hashable, ...]]] = {}
         self._layout = _EMPTY_LAYOUT
         self._layout_keys: tuple[Hashable, ...] = ()
-        # Pod-derived arrays, kept while the cluster view is the same object and the layout unchanged.
-        self._pods: tuple[object, NodeLayout, PodIndex] | None = None
+        # Pod-derived arrays, kept while the cluster view is the same object and the layout unchanged, and
+        # updated from the reader's account of what changed when it is not.
+        self._pods: tuple[ClusterView, NodeLayout, PodIndexer, PodIndex] | None = None
         self._workloads: tuple[tuple[object, object], list[WorkloadOutlook]] | None = None
         self._planned_cluster: ClusterView | None = None
         self._unknown: tuple[object, NodeLayout, npt.NDArray[np.bool_]] | None = None
@@ -342,12 +344,7 @@ class Engine:
         if not len(sample):
             return self._age_view(now, "prometheus returned no node series")
         self._last_success = now
-        cluster = ClusterView()
-        if self.kube is not None:
-            try:
-                cluster = self.kube.read(self.signature)
-            except Exception as exc:  # the API server being away must not stop forecasting
-                log.warning("kubernetes read failed; deciding without pods", extra={"error": str(exc)[:300]})
+        read, unread = self._read_cluster()
         insights = self.reports.live_insights()
         stepped = False
         with self.lock:
@@ -368,12 +365,50 @@ class Engine:
                 self._model_step(values, step)
                 stepped = True
             current = self._current_now(now)
-            view = self._decide(now, current, cluster, insights, stepped)
+            view = self._decide(now, current, read, unread, insights, stepped)
         self.stats = TickStats(
             len(self.bank), sample.dropped, time.perf_counter() - t0, self.stats.failures, stepped,
             int(self._abnormal.sum()), self._last_decisions,
         )  # fmt: skip
         return view
+
+    def _read_cluster(self) -> tuple[ClusterRead | None, str]:
+        """The reader's answer, or None and why the engine must not decide on pods this tick.
+
+        Without a reader there is nothing to wait for (capacity then comes from insight agents). With one,
+        an empty view before the first listing would say the cluster has no pods: the tick holds its
+        decisions instead (stale view, neutral scores) and says why.
+        """
+        if self.kube is None:
+            return ClusterRead(_NO_CLUSTER, _NO_CLUSTER), ""
+        try:
+            read = self.kube.read()
+        except Exception as exc:  # a reader bug must not stop forecasting
+            log.warning("kubernetes read failed; holding decisions", extra={"error": str(exc)[:300]})
+            return None, f"kubernetes read failed: {exc}"[:300]
+        return read, "" if read is not None else "kubernetes not synced"
+
+    def _pod_index(self, read: ClusterRead | None) -> PodIndex:
+        """The pod index for this tick's view: kept, updated with the reader's changes, or rebuilt.
+
+        Rebuilt only when there is no account of the changes (first view, a layout change, a reader
+        that starts over); otherwise only the pods that changed since the indexed view are applied.
+        """
+        cluster = _NO_CLUSTER if read is None else read.view
+        held = self._pods
+        if held is not None and held[1] is self._layout:
+            indexed, _, indexer, index = held
+            if indexed is cluster:
+                return index
+            if read is not None and read.base is indexed:
+                if cluster.nodes is not indexed.nodes:
+                    indexer.set_capacity(cluster.nodes)
+                indexer.apply(read.changes)
+                self._pods = (cluster, self._layout, indexer, indexer.index())
+                return self._pods[3]
+        indexer = PodIndexer(self._layout.index, cluster.pods, cluster.nodes)
+        self._pods = (cluster, self._layout, indexer, indexer.index())
+        return self._pods[3]
 
     def _current_now(self, now: float) -> FloatArray:
         """Latest value per series, unknown once older than the staleness budget."""
@@ -420,17 +455,25 @@ class Engine:
             )
 
     def _decide(
-        self, now: float, current: FloatArray, cluster: ClusterView, insights: dict[str, NodeInsight], stepped: bool
+        self,
+        now: float,
+        current: FloatArray,
+        read: ClusterRead | None,
+        unread: str,
+        insights: dict[str, NodeInsight],
+        stepped: bool,
     ) -> EngineView:
         """Node table and snapshot every tick; policies on each new forecast (or current load when reactive).
 
         Between model steps a predictive engine has no new forecast, so the planners are not asked again
         unless the cluster view changed: their confirmations (``policy.confirm_ticks``) then count
         consecutive forecasts, not repeated readings of the same one. Reactive mode decides on current
-        load, which every tick brings anew.
+        load, which every tick brings anew. While the cluster cannot be read (``unread`` says why) nothing
+        is decided and the view is stale, as while warming up.
         """
         f = self.settings.forecast
         warming = self.samples_seen < self.warmup_samples
+        cluster = _NO_CLUSTER if read is None else read.view
         fc = self.forecast
         if self.bank.keys is not self._layout_keys:
             self._layout = NodeLayout.of(self.bank.keys)
@@ -441,9 +484,7 @@ class Engine:
             mean = upper = np.repeat(current[:, None], horizon, axis=1)
         else:
             mean, upper = fc.mean, fc.quantile(f.decision_quantile)
-        if self._pods is None or self._pods[0] is not cluster or self._pods[1] is not self._layout:
-            self._pods = (cluster, self._layout, PodIndex.of(self._layout.index, cluster.pods, cluster.nodes))
-        pods = self._pods[2]
+        pods = self._pod_index(read)
         table = node_table(
             self._layout,
             mean=mean,
@@ -467,7 +508,7 @@ class Engine:
         )
         self._last_decisions = PolicyOutput()
         plan = stepped or self.reactive or cluster is not self._planned_cluster
-        if not warming and plan:
+        if not warming and not unread and plan:
             self._planned_cluster = cluster
             # Workload outlooks follow the forecast: between model steps (predictive) they are the same.
             cached = self._workloads
@@ -484,10 +525,12 @@ class Engine:
             scores=scores,
             forecast=fc,
             step_seconds=f.step_seconds,
-            stale=warming,
+            stale=warming or bool(unread),
             stale_reason=(
                 f"warming up: {self.samples_seen}/{self.warmup_samples} steps"
                 if warming
+                else unread
+                if unread
                 else f"reactive: {self.mode_reason}"
                 if self.reactive
                 else ""

@@ -1,22 +1,23 @@
 """What the engine needs from the outside world, as small protocols the adapters implement.
 
 The engine reads node load (`MetricSource`: the latest sample and aligned history, from Prometheus in
-production) and, optionally, the cluster (`ClusterReader`: capacity and pods, from the API server). It
-only ever sees these plain values, so the runtime and the core never import a client library, and tests
-drive the engine with scripted sources.
+production) and, optionally, the cluster (`ClusterReader`: capacity and pods, from the API server's
+watch). It only ever sees these plain values, so the runtime and the core never import a client library,
+and tests drive the engine with scripted sources.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from apollo.core.domain import ClusterView, PodSignature
+from apollo.core.domain import ClusterView
+from apollo.core.outlooks import PodChange
 
 
 class SourceError(RuntimeError):
@@ -74,7 +75,24 @@ class MetricSource(Protocol):
     ) -> History: ...
 
 
-class ClusterReader(Protocol):
-    """Nodes and the pods bound to them; `signature_of(namespace, name)` adds what insight agents said."""
+@dataclass(frozen=True)
+class ClusterRead:
+    """The cluster as a reader sees it now, and how it got there from the reader's previous answer.
 
-    def read(self, signature_of: Callable[[str, str], PodSignature | None]) -> ClusterView: ...
+    ``view`` is the same object for as long as nothing changed, so the engine keeps what it derived from
+    it (pod index, plans). When it changed, ``changes`` lists the pods replaced, added or gone (by
+    ``(namespace, name)``, in order) since ``base``, the view the reader answered before: the engine
+    then updates its pod index instead of rebuilding it. ``base`` None: no such account (rebuild).
+    """
+
+    view: ClusterView
+    base: ClusterView | None = None
+    changes: Sequence[PodChange] = ()
+
+
+class ClusterReader(Protocol):
+    """Nodes and the pods bound to them, with the signature insight agents last reported for each pod."""
+
+    def read(self) -> ClusterRead | None:
+        """The cluster now; None until the reader has synced (the engine does not decide meanwhile)."""
+        ...

@@ -38,7 +38,7 @@ from apollo.core.forecasting.arrays import FloatArray
 from apollo.core.forecasting.synthetic import cluster_traces
 from apollo.runtime.engine import Engine
 from apollo.runtime.reports import ReportStore
-from apollo.runtime.sources import History
+from apollo.runtime.sources import ClusterRead, History
 from bench.forecast.common import DAY, SHIPPED, pct, say
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a whole day: step and bucket boundaries line up
@@ -114,9 +114,8 @@ class FixedCluster:
     def __init__(self, view: ClusterView) -> None:
         self.view = view
 
-    def read(self, signature_of: Any) -> ClusterView:
-        _ = signature_of("", "")
-        return self.view
+    def read(self) -> ClusterRead:
+        return ClusterRead(self.view, self.view)
 
 
 def _cluster(nodes: list[str], pods_per_node: int, rng: np.random.Generator) -> ClusterView:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from apollo.adapters.grpc.wire import action_to_wire, insight_from_wire, policy_to_wire, signature_from_wire
-from apollo.adapters.kubernetes import nodes_from, running_pod_from
+from apollo.adapters.kube_objects import nodes_from, running_pod_from
 from apollo.core.decisions import Action, MigrationTarget, PolicyDecision, Priority
 from apollo.core.domain import NodeCapacity, PodSignature, RunningPod
 from apollo.core.outlooks import NodeLayout, PodIndex, node_table, workload_outlooks

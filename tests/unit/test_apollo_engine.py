@@ -221,14 +221,15 @@ def test_unknown_resources_are_nan_on_the_wire_and_left_out_of_cluster_means() -
 
 def test_workload_outlooks_follow_each_new_forecast_with_pods_on_the_nodes() -> None:
     from apollo.core.domain import ClusterView, NodeCapacity, RunningPod
+    from apollo.runtime.sources import ClusterRead
 
     class Cluster:
         def __init__(self) -> None:
             pods = (RunningPod("ml", "w-1", "a", "Deployment", "w", cpu_request_cores=1.0),)
             self.view = ClusterView(nodes={"a": NodeCapacity(8.0, 32 * 2**30)}, pods=pods)
 
-        def read(self, signature_of: Any) -> ClusterView:
-            return self.view
+        def read(self) -> ClusterRead:
+            return ClusterRead(self.view)
 
     source, clock = Script(), Clock()
     settings = ApolloSettings(

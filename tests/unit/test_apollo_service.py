@@ -14,6 +14,7 @@ import pytest
 from apollo.adapters.prometheus import PrometheusSource
 from apollo.config import ApolloSettings, ForecastSettings, PolicySettings, PrometheusSettings
 from apollo.core.domain import ClusterView, NodeCapacity, RunningPod
+from apollo.runtime.sources import ClusterRead
 from apollo.server import Apollo, serve
 from apollo_api.v1 import apollo_pb2 as pb
 from apollo_api.v1 import apollo_pb2_grpc as pb_grpc
@@ -217,8 +218,8 @@ class FakeKube:
     def __init__(self, view: ClusterView) -> None:
         self.view = view
 
-    def read(self, signature_of: Any) -> ClusterView:
-        return self.view
+    def read(self) -> ClusterRead:
+        return ClusterRead(self.view)
 
 
 def _hot_cluster(running: Apollo, prom: ScriptedProm) -> None:

@@ -40,12 +40,12 @@ def test_extender_rbac_is_read_only_on_pods() -> None:
     ]
 
 
-def test_apollo_rbac_is_list_only_and_config_loads(tmp_path: Path) -> None:
+def test_apollo_rbac_is_read_only_and_config_loads(tmp_path: Path) -> None:
     from apollo.config import load_settings
 
     docs = _docs(ROOT / "apollo" / "apollo.yaml")
     role = next(d for d in docs if d["kind"] == "ClusterRole")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list"]}]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list", "watch"]}]
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     path = tmp_path / "apollo.yaml"
     path.write_text(cm["data"]["apollo.yaml"])
