@@ -84,41 +84,48 @@ class AccuracyTracker:
         self,
         tick: int,
         actual: FloatArray,
-        errors: FloatArray,
+        errors: Float32Array,
         valid: BoolArray,
-        lower_offset: FloatArray,
-        upper_offset: FloatArray,
-        last_errors: FloatArray,
+        lower_offset: Float32Array,
+        upper_offset: Float32Array,
+        last_errors: Float32Array,
     ) -> None:
-        """Score this tick's h-step errors ``[H, n]``, last value's ``[H, n]`` and the seasonal naive error."""
-        d = self.decay
-        n_valid = valid.sum(axis=0)
-        has = n_valid > 0
+        """Score this tick's h-step errors ``[H, n]``, last value's ``[H, n]`` and the seasonal naive error.
+
+        Per-series means over the leads are summed in float64 from the float32 errors. Each EW mean moves
+        as ``s += g * (x - s)``, ``g = 1 - decay`` where the series has a sample and 0 elsewhere (no masked
+        copies).
+        """
+        g = 1.0 - self.decay
+        n_valid = np.count_nonzero(valid, axis=0)
+        gain = (n_valid > 0) * g
         per = 1.0 / np.maximum(n_valid, 1)
         magnitude = np.abs(errors)  # read twice: the MAE and the skill's model side
-        abs_err = np.where(valid, magnitude, 0.0).sum(axis=0) * per
-        inside = (errors >= lower_offset) & (errors <= upper_offset)
+        abs_err = np.where(valid, magnitude, np.float32(0.0)).sum(axis=0, dtype=np.float64) * per
+        inside = errors >= lower_offset
+        inside &= errors <= upper_offset
         inside &= valid
-        cover = inside.sum(axis=0) * per
-        self.err_sum = np.where(has, d * self.err_sum + (1 - d) * abs_err, self.err_sum)
-        self.cover_sum = np.where(has, d * self.cover_sum + (1 - d) * cover, self.cover_sum)
-        self.err_w = np.where(has, d * self.err_w + (1 - d), self.err_w)
+        cover = np.count_nonzero(inside, axis=0) * per
+        self.err_sum += gain * (abs_err - self.err_sum)
+        self.cover_sum += gain * (cover - self.cover_sum)
+        self.err_w += gain * (1.0 - self.err_w)
 
         # Skill: both errors on exactly the same (target, lead) pairs.
         both = valid & ~np.isnan(last_errors)
-        n_both = both.sum(axis=0)
-        has_both = n_both > 0
+        n_both = np.count_nonzero(both, axis=0)
+        gain_both = (n_both > 0) * g
         per_both = 1.0 / np.maximum(n_both, 1)
-        model = np.where(both, magnitude, 0.0).sum(axis=0) * per_both
-        last = np.where(both, np.abs(last_errors), 0.0).sum(axis=0) * per_both
-        self.skill_model = np.where(has_both, d * self.skill_model + (1 - d) * model, self.skill_model)
-        self.skill_last = np.where(has_both, d * self.skill_last + (1 - d) * last, self.skill_last)
+        model = np.where(both, magnitude, np.float32(0.0)).sum(axis=0, dtype=np.float64) * per_both
+        last = np.where(both, np.abs(last_errors), np.float32(0.0)).sum(axis=0, dtype=np.float64) * per_both
+        self.skill_model += gain_both * (model - self.skill_model)
+        self.skill_last += gain_both * (last - self.skill_last)
 
         slot = self.last_season[tick % self.season_length]
         naive_err = np.abs(actual - slot)
         ok = ~np.isnan(naive_err)
-        self.naive_sum = np.where(ok, d * self.naive_sum + (1 - d) * naive_err, self.naive_sum)
-        self.naive_w = np.where(ok, d * self.naive_w + (1 - d), self.naive_w)
+        gain_naive = ok * g
+        self.naive_sum += gain_naive * (np.where(ok, naive_err, 0.0) - self.naive_sum)
+        self.naive_w += gain_naive * (1.0 - self.naive_w)
         slot[...] = actual
 
     def report(self, keys: tuple[Hashable, ...], nominal: float, min_weight: float = 0.05) -> AccuracyReport:

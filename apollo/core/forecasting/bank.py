@@ -63,7 +63,15 @@ import numpy as np
 from apollo.core.forecasting.abnormal import AbnormalDetector
 from apollo.core.forecasting.accuracy import AccuracyReport, AccuracyTracker
 from apollo.core.forecasting.anomaly import RunState, advance_runs, robust_center_scale, robust_z
-from apollo.core.forecasting.arrays import BoolArray, FloatArray, IntArray, grow, rotating_block, select
+from apollo.core.forecasting.arrays import (
+    BoolArray,
+    Float32Array,
+    FloatArray,
+    IntArray,
+    grow,
+    rotating_block,
+    select,
+)
 from apollo.core.forecasting.combine import Combiner
 from apollo.core.forecasting.intervals import ErrorBuffer, empirical_offsets, fallback_offsets, normal_scores
 from apollo.core.forecasting.params import BankConfig, ForecastParams, validate_quantiles
@@ -128,7 +136,9 @@ class SeriesBank:
         cfg, m, H, Q = self.config, self.config.season_length, self.horizon, len(self.quantiles)
         self._level: FloatArray = np.full(0, np.nan)
         self._trend: FloatArray = np.zeros(0)
-        self._season: FloatArray = np.zeros((m, 0))
+        # The seasonal component is the largest array ([season_length, n]); float32 halves it, and a value
+        # that moves by gamma * e once a season needs no more than 7 digits. Arithmetic on it is float64.
+        self._season: Float32Array = np.zeros((m, 0), dtype=np.float32)
         self._level_ring: FloatArray = np.full((H, 0), np.nan)
         self._trend_ring: FloatArray = np.zeros((H, 0))
         self._alpha: FloatArray = np.zeros(0)
@@ -143,8 +153,9 @@ class SeriesBank:
         self._res_n: IntArray = np.zeros(0, dtype=np.int64)
         self._center: FloatArray = np.zeros(0)
         self._scale: FloatArray = np.zeros(0)
-        self._cached: FloatArray = np.zeros((Q, H, 0))
-        self._offsets: FloatArray = np.zeros((Q, H, 0))
+        # Interval offsets: quantiles of float32 errors, kept in float32.
+        self._cached: Float32Array = np.zeros((Q, H, 0), dtype=np.float32)
+        self._offsets: Float32Array = np.zeros((Q, H, 0), dtype=np.float32)
         self._needs_fallback: BoolArray = np.zeros(0, dtype=np.bool_)
         self._runs = RunState.empty(0)
         self._errors = ErrorBuffer(0, H, cfg.error_window)
@@ -336,15 +347,21 @@ class SeriesBank:
         cfg, H, m, t = self.config, self.horizon, self.config.season_length, self._tick
         observed = ~np.isnan(y)
         phase = t % m
-        s_now = self._season[phase].copy()
+        s_now = self._season[phase].astype(np.float64)
         level, trend, phi = self._level, self._trend, self._phi
 
-        # The model's h-step forecasts of this sample (origins t-1 .. t-H), re-derived from the state ring.
+        # The model's h-step errors on this sample (origins t-1 .. t-H), re-derived from the state ring row
+        # by row (each origin is one contiguous row of the ring; no gathered copies). Float32 like every
+        # h-step error: they weight the mix and fill the interval window (see combine.py).
         origins = t - self._h
-        slots = origins % H
-        model_past = self._phi_sum * self._trend_ring[slots]
-        model_past += self._level_ring[slots]
-        model_past += s_now
+        y32 = y.astype(np.float32)
+        deseasoned = y - s_now
+        model_errors: Float32Array = np.empty((H, len(y)), dtype=np.float32)
+        row = np.empty(len(y))
+        for lead, slot in enumerate((origins % H).tolist()):
+            np.multiply(self._phi_sum[lead], self._trend_ring[slot], out=row)
+            row += self._level_ring[slot]
+            np.subtract(deseasoned, row, out=model_errors[lead])
         valid = origins[:, None] >= self._valid_since
         valid &= observed
 
@@ -353,9 +370,9 @@ class SeriesBank:
         z = robust_z(residual, self._center, self._scale)
         outlier = observed & self._initialised & (np.abs(z) > cfg.anomaly_z)
 
-        last_errors = self._combiner.learn(t, y, model_past, valid, outlier)
+        last_errors = self._combiner.learn(t, y32, model_errors, valid, outlier)
         # Errors of what was published (the mix), which intervals and accuracy are about.
-        errors = y - self._combiner.past_published(t)  # [H, n]
+        errors = self._combiner.past_published(t, y32)  # [H, n] float32
         valid &= ~np.isnan(errors)
 
         # Score before the errors enter the buffer, so coverage is out of sample.
@@ -388,7 +405,7 @@ class SeriesBank:
         self._res_var = np.where(use, (1 - weight) * self._res_var + weight * residual * residual, self._res_var)
 
         model_residual = np.where(scored, residual, np.nan)
-        verdict = self._abnormal.step(model_residual, y - s_now, observed)
+        verdict = self._abnormal.step(model_residual, deseasoned, observed)
         self._combiner.observe(y, observed)
 
         self._detector.accumulate(t, np.where(outlier, y - residual, y), observed)

@@ -44,14 +44,16 @@ class Combiner:
         self.slow_rate = 1.0 / slow_window
         self.last: FloatArray = np.full(n_series, np.nan)
         self.slow: FloatArray = np.full(n_series, np.nan)
-        self.last_ring: FloatArray = np.full((horizon, n_series), np.nan)
-        self.slow_ring: FloatArray = np.full((horizon, n_series), np.nan)
+        # What each expert forecast from the last H origins, float32 like every error derived from them:
+        # their errors only weight the mix and fill the interval window, where 7 digits are plenty.
+        self.last_ring: Float32Array = np.full((horizon, n_series), np.nan, dtype=np.float32)
+        self.slow_ring: Float32Array = np.full((horizon, n_series), np.nan, dtype=np.float32)
         self.published: Float32Array = np.full((horizon, horizon, n_series), np.nan, dtype=np.float32)
         # Exponentially weighted sums of squared errors per expert and lead, and their common weight
-        # (the same samples score every expert): mse = sq_sum / weight, unknown while weight is 0.
+        # (the same samples score every expert): mse = sq_sum / weight, unknown while weight is 0. Float64:
+        # they accumulate, and weights() raises them to the fourth power (float32 would underflow).
         self.sq_sum: FloatArray = np.zeros((len(EXPERTS), horizon, n_series))
         self.weight: FloatArray = np.zeros((horizon, n_series))
-        self._leads = np.arange(horizon)
 
     @property
     def mse(self) -> FloatArray:
@@ -62,37 +64,57 @@ class Combiner:
 
     # ------------------------------------------------------------------ per tick
 
-    def past_published(self, tick: int) -> FloatArray:
-        """``[H, n]``: row h-1 = the combined forecast made at origin ``tick - h`` for ``tick``."""
-        slots = (tick - 1 - self._leads) % self.horizon
-        result: FloatArray = self.published[slots, self._leads].astype(np.float64)
-        return result
+    def past_published(self, tick: int, actual: Float32Array) -> Float32Array:
+        """``[H, n]``: row h-1 = ``actual`` minus the combined forecast made at origin ``tick - h`` for ``tick``.
+
+        Row by row (each origin's slot is one contiguous row), so no gathered copy of the ring is made.
+        """
+        errors: Float32Array = np.empty((self.horizon, actual.shape[0]), dtype=np.float32)
+        for lead, slot in enumerate(self._slots(tick)):
+            np.subtract(actual, self.published[slot, lead], out=errors[lead])
+        return errors
+
+    def _slots(self, tick: int) -> list[int]:
+        """Ring slot of origin ``tick - h`` for h = 1..H (the forecasts that targeted ``tick``)."""
+        return [(tick - 1 - lead) % self.horizon for lead in range(self.horizon)]
 
     def learn(
-        self, tick: int, actual: FloatArray, model_past: FloatArray, valid: BoolArray, outlier: BoolArray
-    ) -> FloatArray:
+        self, tick: int, actual: Float32Array, model_errors: Float32Array, valid: BoolArray, outlier: BoolArray
+    ) -> Float32Array:
         """Score each expert's forecasts for ``tick`` (made at origins tick-1..tick-H) on the same samples.
 
-        ``model_past`` is the model's ``[H, n]`` forecasts of ``actual`` from those origins, ``valid``
+        ``model_errors`` is ``actual`` minus the model's ``[H, n]`` forecasts from those origins, ``valid``
         where an error may be recorded, ``outlier`` the samples the state gate rejected: they are left out
         of the weights, because a spike misses every expert by about as much and would level a day of
         evidence in one sample. Returns the last-value errors ``[H, n]`` on every valid sample (NaN
         elsewhere), the baseline the accuracy tracker compares against.
+
+        The errors are float32 (half the memory traffic); their squares and the sums are float64. The
+        exponentially weighted sums move as ``s += g * (x - s)`` with ``g = 1 - decay`` where a sample is
+        learnt and 0 elsewhere: one multiply-add over every cell instead of a new value for every cell
+        copied under a mask (a masked copy costs several plain passes).
         """
-        slots = (tick - 1 - self._leads) % self.horizon
-        errors = (actual - model_past, actual - self.last_ring[slots], actual - self.slow_ring[slots])
-        ok = valid & ~np.isnan(errors[0])
-        ok &= ~np.isnan(errors[1])
-        ok &= ~np.isnan(errors[2])
-        last_err: FloatArray = np.where(ok, errors[1], np.nan)
+        errors = np.empty((len(EXPERTS), *model_errors.shape), dtype=np.float32)
+        errors[0] = model_errors
+        for lead, slot in enumerate(self._slots(tick)):
+            np.subtract(actual, self.last_ring[slot], out=errors[1, lead])
+            np.subtract(actual, self.slow_ring[slot], out=errors[2, lead])
+        missing = np.isnan(errors)
+        ok = valid & ~missing[0]
+        ok &= ~missing[1]
+        ok &= ~missing[2]
+        last_err: Float32Array = np.where(ok, errors[1], np.float32(np.nan))
         learn = ok & ~outlier
-        d = self.decay
-        np.copyto(self.weight, d * self.weight + (1.0 - d), where=learn)
-        for k, e in enumerate(errors):
-            e *= e
-            e *= 1.0 - d
-            e += d * self.sq_sum[k]
-            np.copyto(self.sq_sum[k], e, where=learn)
+        gain = learn * (1.0 - self.decay)  # [H, n]: the EW step where learnt, 0 (no change) elsewhere
+        step = 1.0 - self.weight
+        step *= gain
+        self.weight += step
+        np.copyto(errors, 0.0, where=~learn)  # NaN errors of unlearnt cells would poison the zero step
+        for k, sq_sum in enumerate(self.sq_sum):
+            np.square(errors[k], out=step, dtype=np.float64)  # exact: a float32 product fits a float64
+            step -= sq_sum
+            step *= gain
+            sq_sum += step
         return last_err
 
     def observe(self, actual: FloatArray, observed: BoolArray) -> None:
@@ -136,10 +158,12 @@ class Combiner:
         The three forecasts exist for the same series (each starts with the series' first sample), so the
         mix is NaN exactly where the model's is.
         """
-        w = self.weights()
+        w = self.weights()  # a fresh array: the other products are formed in it
         result: FloatArray = w[0] * model_mean
-        result += w[1] * self.last[None, :]
-        result += w[2] * self.slow[None, :]
+        w[1] *= self.last
+        result += w[1]
+        w[2] *= self.slow
+        result += w[2]
         slot = tick % self.horizon
         self.published[slot] = result
         self.last_ring[slot] = self.last

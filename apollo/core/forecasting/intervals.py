@@ -33,7 +33,7 @@ class ErrorBuffer:
         self.errors: Float32Array = np.full((window, horizon, n_series), np.nan, dtype=np.float32)
         self.count: IntArray = np.zeros((horizon, n_series), dtype=np.int64)
 
-    def push(self, tick: int, errors: FloatArray, valid: BoolArray) -> None:
+    def push(self, tick: int, errors: Float32Array, valid: BoolArray) -> None:
         """Store this tick's errors (``[horizon, n]``; only where ``valid``), evicting the oldest slot."""
         slot = self.errors[tick % self.window]
         self.count -= ~np.isnan(slot)

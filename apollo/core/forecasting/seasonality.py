@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from apollo.core.forecasting.arrays import BoolArray, FloatArray, IntArray, grow, select
+from apollo.core.forecasting.arrays import BoolArray, Float32Array, FloatArray, IntArray, grow, select
 
 WINSOR = 3.0  # bucket outliers beyond this many RMS are clipped before the autocorrelation
 
@@ -118,7 +118,8 @@ class SeasonDetector:
         self.min_pairs = self.period * (min_seasons - 1)
         self.acc_sum: FloatArray = np.zeros(n_series)
         self.acc_cnt: IntArray = np.zeros(n_series, dtype=np.int64)
-        self.ring: FloatArray = np.full((self.length, n_series), np.nan)
+        # Bucket means in float32 (half the memory; the test needs nowhere near 7 digits), read as float64.
+        self.ring: Float32Array = np.full((self.length, n_series), np.nan, dtype=np.float32)
 
     def accumulate(self, tick: int, values: FloatArray, observed: BoolArray) -> None:
         """Add this tick's values; close the bucket when ``tick`` is its last sample."""
@@ -144,7 +145,7 @@ class SeasonDetector:
         """Closed buckets ``[L, k]`` of ``rows``, oldest first, and the bucket phase of the first row."""
         last = (tick + 1) // self.bucket_size - 1  # last closed bucket id after `tick`
         ids = np.arange(last - self.length + 1, last + 1) % self.length
-        return self.ring[:, rows][ids], int((last - self.length + 1) % self.period)
+        return self.ring[:, rows][ids].astype(np.float64), int((last - self.length + 1) % self.period)
 
     def strength(self, rows: slice | IntArray, tick: int) -> FloatArray:
         buckets, _ = self.chronological(rows, tick)
