@@ -9,8 +9,15 @@ What runs is :class:`apollo.runtime.engine.Engine` with ``ApolloSettings()`` as 
   parsing five instant-query answers (50,000 series, prebuilt as the JSON decoder returns them; the HTTP
   round trips and JSON decoding are not included), the sample aligned to the bank, the step means, on a
   step boundary the forecaster's update and forecast, the node table, snapshot scores, overload flags and
-  every planner of the policy over the cluster view (capacity per node and ``pods_per_node`` pods with
-  owners; the API-server reads themselves are not included).
+  every planner of the policy over the cluster view;
+* the cluster view comes from APOLLO's real Kubernetes reader (its list-then-watch loops and cache, see
+  :mod:`bench.forecast.cluster`): first a listing of every node and ``pods_per_node`` pods per node from the
+  bytes the API server would send (``kube_initial_sync_s``, and a relist of the unchanged collection,
+  ``kube_relist_s``, which the watch does whenever it expires), then before each tick that tick's watch
+  stream, ``pod_events_per_tick`` events (pods bound, started, terminating, deleted). Each timed tick
+  includes parsing and converting those events, the new view, the pod index update and the policy's
+  re-planning on the changed view (``kube_events_ms_p50`` is the events' part alone). The HTTP round trips
+  are not included.
 
 Reported: the median and p90 of every tick at the shipped cadence (``tick_ms_p50``: nine ticks in ten
 fall between model steps), of the ticks that close a model step alone (``tick_step_ms_p50``, the
@@ -31,15 +38,17 @@ from typing import Any
 
 import numpy as np
 
+from apollo.adapters.kubernetes import KubeReader
 from apollo.adapters.prometheus import PrometheusSource
 from apollo.config import ApolloSettings
-from apollo.core.domain import ClusterView, NodeCapacity, RunningPod
 from apollo.core.forecasting.arrays import FloatArray
 from apollo.core.forecasting.synthetic import cluster_traces
 from apollo.runtime.engine import Engine
 from apollo.runtime.reports import ReportStore
-from apollo.runtime.sources import ClusterRead, History
+from apollo.runtime.sources import History
+from bench.forecast.cluster import PodChurn, SyntheticCluster, WatchResponse
 from bench.forecast.common import DAY, SHIPPED, pct, say
+from common.watch import watch_events
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a whole day: step and bucket boundaries line up
 WARM_DAYS = 3
@@ -108,34 +117,55 @@ class BenchSource:
         return History(keys=list(self.keys), times=times, values=out)
 
 
-class FixedCluster:
-    """The API server's answer, already converted (the reader's own parsing is not part of this figure)."""
-
-    def __init__(self, view: ClusterView) -> None:
-        self.view = view
-
-    def read(self) -> ClusterRead:
-        return ClusterRead(self.view, self.view)
-
-
-def _cluster(nodes: list[str], pods_per_node: int, rng: np.random.Generator) -> ClusterView:
-    capacity = {n: NodeCapacity(16.0, 64 * 2**30, 8 if i % 10 == 0 else 0) for i, n in enumerate(nodes)}
-    pods = []
-    for i, node in enumerate(nodes):
-        for k in range(pods_per_node):
-            owner = f"svc-{(i * pods_per_node + k) % 500}"
-            pods.append(
-                RunningPod(
-                    "apps", f"{owner}-{i}-{k}", node, "Deployment", owner,
-                    cpu_request_cores=float(rng.uniform(0.1, 2.0)),
-                    memory_request_bytes=float(rng.uniform(0.1, 4.0)) * 2**30,
-                    checkpointed=bool(k % 3 == 0),
-                )
-            )  # fmt: skip
-    return ClusterView(nodes=capacity, pods=tuple(pods))
+def _sync(reader: KubeReader) -> float:
+    """Both list-then-watch rounds (the listings' bytes parsed and converted) and the first view; seconds."""
+    t0 = time.perf_counter()
+    for watch in reader.watches:
+        watch.run_once()
+    if reader.read() is None:
+        raise RuntimeError("the reader did not sync from the listings")
+    return time.perf_counter() - t0
 
 
-def bench_ticks(nodes: int, steps_timed: int, seed: int, pods_per_node: int) -> dict[str, Any]:
+def _feed(reader: KubeReader, stream: bytes) -> int:
+    """One tick's watch stream through the pod watch, as its thread would take it (parse, convert, cache)."""
+    pods = reader.watches[1]
+    count = 0
+    for event_type, obj in watch_events(WatchResponse(lines=(stream,)), lambda: False):
+        pods.on_event(event_type, obj)
+        count += 1
+    return count
+
+
+def kube_reader(
+    node_names: list[str], pods_per_node: int, seed: int, reports: ReportStore
+) -> tuple[KubeReader, SyntheticCluster, dict[str, Any]]:
+    """APOLLO's Kubernetes reader synced from a synthetic cluster's listings, and what that cost."""
+    cluster = SyntheticCluster(node_names, pods_per_node, seed)
+    api = cluster.api()
+    reader = KubeReader(api, reports.signatures)
+    gc.collect()
+    rss0 = _rss_mb()
+    sync_s = _sync(reader)
+    rss1 = _rss_mb()
+    t0 = time.perf_counter()
+    reader.watches[1].run_once()  # the watch expired: the same pods listed again, nothing changed
+    relist_s = time.perf_counter() - t0
+    return (
+        reader,
+        cluster,
+        {
+            "kube_listing_mb": (len(api.bodies["nodes"]) + len(api.bodies["pods"])) / 2**20,
+            "kube_initial_sync_s": sync_s,
+            "kube_relist_s": relist_s,
+            "kube_sync_rss_growth_mb": rss1 - rss0,
+        },
+    )
+
+
+def bench_ticks(
+    nodes: int, steps_timed: int, seed: int, pods_per_node: int, pod_events_per_tick: int = 40
+) -> dict[str, Any]:
     settings = ApolloSettings().validate()
     f = settings.forecast
     resources = tuple(settings.prometheus.queries)
@@ -158,9 +188,10 @@ def bench_ticks(nodes: int, steps_timed: int, seed: int, pods_per_node: int) -> 
     rss0 = _rss_mb()
     prom = FakeProm(resources)
     source = BenchSource(PrometheusSource(settings.prometheus, prom), keys, values, start)
-    cluster = FixedCluster(_cluster(node_names, pods_per_node, np.random.default_rng(seed)))
     reports = ReportStore(600.0, clock=lambda: now[0])
-    engine = Engine(settings, source, reports, clock=lambda: now[0], kube=cluster)
+    kube, cluster, kube_figures = kube_reader(node_names, pods_per_node, seed, reports)
+    churn = PodChurn(cluster, pod_events_per_tick)
+    engine = Engine(settings, source, reports, clock=lambda: now[0], kube=kube)
     t0 = time.perf_counter()
     replayed = engine.warm_start()
     warm_s = time.perf_counter() - t0
@@ -180,6 +211,7 @@ def bench_ticks(nodes: int, steps_timed: int, seed: int, pods_per_node: int) -> 
     stepping: list[float] = []
     between: list[float] = []
     parse_ms: list[float] = []
+    events_ms: list[float] = []
     latest = source.prom.latest
 
     def timed_latest() -> Any:
@@ -197,9 +229,14 @@ def bench_ticks(nodes: int, steps_timed: int, seed: int, pods_per_node: int) -> 
             now[0] = EPOCH + s * f.step_seconds + k * f.tick_interval + 1.0
             sample = np.clip(means + rng.normal(0.0, 0.01, means.shape), 0.0, 1.0)
             prom.prepare(node_names, np.nan_to_num(sample, nan=0.0), now[0])
+            stream = churn.tick()
             a = time.perf_counter()
+            _feed(kube, stream)
+            b = time.perf_counter()
             engine.run_tick()
             ms = (time.perf_counter() - a) * 1e3
+            if s > 0:
+                events_ms.append((b - a) * 1e3)
             if engine.stats.stepped and s > 0:
                 stepping.append(ms)
             elif s > 0:
@@ -210,13 +247,16 @@ def bench_ticks(nodes: int, steps_timed: int, seed: int, pods_per_node: int) -> 
     result = {
         "series": len(engine.bank),
         "nodes": nodes,
-        "pods": len(cluster.view.pods),
+        "pods": len(view.cluster.pods),
+        "pod_events_per_tick": churn.events_per_tick,
         "tick_ms_p50": statistics.median(every),
         "tick_ms_p90": pct(every, 90),
         "tick_step_ms_p50": statistics.median(stepping),
         "tick_step_ms_p90": pct(stepping, 90),
         "tick_between_steps_ms_p50": statistics.median(between),
         "prometheus_parse_ms_p50": statistics.median(parse_ms),
+        "kube_events_ms_p50": statistics.median(events_ms),
+        **kube_figures,
         "bank_update_forecast_ms_p50": statistics.median(bank_ms[1:] or bank_ms),
         "stepping_ticks_timed": len(stepping),
         "ticks_timed": len(stepping) + len(between),
@@ -232,13 +272,17 @@ def bench_ticks(nodes: int, steps_timed: int, seed: int, pods_per_node: int) -> 
     say(
         f"[tick] whole engine tick, shipped settings ({f.tick_interval:g}s ticks, {f.step_seconds:g}s steps, "
         f"H={f.horizon_steps}, season {engine.bank_config.season_length}): {result['series']} series ({nodes} nodes x "
-        f"{len(resources)}), {result['pods']} pods; generated in {gen_s:.0f}s; warm start {warm_s:.1f}s "
+        f"{len(resources)}), {result['pods']} pods from the Kubernetes reader ({result['kube_listing_mb']:.0f} MB of "
+        f"listings synced in {result['kube_initial_sync_s']:.1f}s, process grew "
+        f"{result['kube_sync_rss_growth_mb']:.0f} MB; a relist {result['kube_relist_s']:.1f}s) with "
+        f"{churn.events_per_tick} pod events per tick; generated in {gen_s:.0f}s; warm start {warm_s:.1f}s "
         f"({replayed} steps replayed, {seasonal:.0%} seasonal right after); every tick p50 "
         f"{result['tick_ms_p50']:.1f} ms (p90 {result['tick_ms_p90']:.1f}); the 1 in {ticks_per_step} that closes a "
         f"model step p50 {result['tick_step_ms_p50']:.1f} ms (p90 {result['tick_step_ms_p90']:.1f}; the forecaster's "
         f"update+forecast inside it {result['bank_update_forecast_ms_p50']:.1f} ms, the same run's baseline), the "
         f"others p50 {result['tick_between_steps_ms_p50']:.1f} ms; parsing Prometheus' five answers "
-        f"{result['prometheus_parse_ms_p50']:.1f} ms of each tick; state {result['state_mb']:.0f} MB, process grew "
+        f"{result['prometheus_parse_ms_p50']:.1f} ms and the pod events {result['kube_events_ms_p50']:.1f} ms of each "
+        f"tick; state {result['state_mb']:.0f} MB, process grew "
         f"{result['engine_rss_growth_mb']:.0f} MB"
     )
     return result

@@ -310,3 +310,29 @@ def test_the_engine_index_follows_the_changes_and_equals_a_full_build(h: Harness
         assert all(np.array_equal(got.shares[r], full.shares[r]) for r in full.shares)
     unchanged = engine.run_tick()
     assert engine._pods is not None and engine._pods[0] is unchanged.cluster is view.cluster
+
+
+def test_the_benchmark_cluster_reads_as_intended_and_its_churn_keeps_the_pod_count() -> None:
+    from bench.forecast.cluster import PodChurn, SyntheticCluster
+    from bench.forecast.ticks import _feed, kube_reader
+
+    reports = ReportStore(600.0)
+    nodes = [f"node-{i}" for i in range(20)]
+    reader, cluster, figures = kube_reader(nodes, 4, 1, reports)
+    assert isinstance(cluster, SyntheticCluster) and figures["kube_listing_mb"] > 0
+    first = reader.read()
+    assert first is not None and len(first.view.pods) == 80 and set(first.view.nodes) == set(nodes)
+    kinds = {p.owner_kind for p in first.view.pods}
+    assert kinds == {"DaemonSet", "Deployment", "StatefulSet"}
+    assert all(p.owner_name.startswith("svc-") for p in first.view.pods if p.owner_kind == "Deployment")
+    churn = PodChurn(cluster, 10)
+    assert churn.events_per_tick == 8
+    assert _feed(reader, churn.tick()) == 8
+    after = reader.read()
+    assert after is not None and after.view is not first.view and len(after.view.pods) == 80
+    gone = {k for k, p in after.changes if p is None}
+    came = {k for k, p in after.changes if p is not None}
+    assert len(gone) == len(came) == 2 and not gone & came  # a DELETED after "terminating" changes nothing more
+    assert {(p.namespace, p.name) for p in after.view.pods} == {
+        (p.namespace, p.name) for p in first.view.pods
+    } - gone | came
