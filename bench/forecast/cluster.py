@@ -166,17 +166,12 @@ def pod_json(
             "priority": 0,
             "tolerations": [
                 {
-                    "key": "node.kubernetes.io/not-ready",
+                    "key": f"node.kubernetes.io/{taint}",
                     "operator": "Exists",
                     "effect": "NoExecute",
                     "tolerationSeconds": 300,
-                },
-                {
-                    "key": "node.kubernetes.io/unreachable",
-                    "operator": "Exists",
-                    "effect": "NoExecute",
-                    "tolerationSeconds": 300,
-                },
+                }
+                for taint in ("not-ready", "unreachable")
             ],
         },
         "status": {
