@@ -32,6 +32,7 @@ import numpy as np
 
 from apollo.core.forecasting.arrays import BoolArray, Float32Array, FloatArray, IntArray, grow, select
 
+_ALL = slice(None)
 MIN_ERROR = 1e-6  # last-value MAE below this (units of the series) = the series did not move: no evidence
 
 
@@ -89,12 +90,13 @@ class AccuracyTracker:
         lower_offset: Float32Array,
         upper_offset: Float32Array,
         last_errors: Float32Array,
+        cols: slice = _ALL,
     ) -> None:
-        """Score this tick's h-step errors ``[H, n]``, last value's ``[H, n]`` and the seasonal naive error.
+        """Score this tick's h-step errors ``[H, b]``, last value's ``[H, b]`` and the seasonal naive error.
 
-        Per-series means over the leads are summed in float64 from the float32 errors. Each EW mean moves
-        as ``s += g * (x - s)``, ``g = 1 - decay`` where the series has a sample and 0 elsewhere (no masked
-        copies).
+        The arguments hold the series ``cols`` (all by default). Per-series means over the leads are
+        summed in float64 from the float32 errors. Each EW mean moves as ``s += g * (x - s)``,
+        ``g = 1 - decay`` where the series has a sample and 0 elsewhere (no masked copies).
         """
         g = 1.0 - self.decay
         n_valid = np.count_nonzero(valid, axis=0)
@@ -106,9 +108,10 @@ class AccuracyTracker:
         inside &= errors <= upper_offset
         inside &= valid
         cover = np.count_nonzero(inside, axis=0) * per
-        self.err_sum += gain * (abs_err - self.err_sum)
-        self.cover_sum += gain * (cover - self.cover_sum)
-        self.err_w += gain * (1.0 - self.err_w)
+        err_sum, cover_sum, err_w = self.err_sum[cols], self.cover_sum[cols], self.err_w[cols]
+        err_sum += gain * (abs_err - err_sum)
+        cover_sum += gain * (cover - cover_sum)
+        err_w += gain * (1.0 - err_w)
 
         # Skill: both errors on exactly the same (target, lead) pairs.
         both = valid & ~np.isnan(last_errors)
@@ -117,15 +120,17 @@ class AccuracyTracker:
         per_both = 1.0 / np.maximum(n_both, 1)
         model = np.where(both, magnitude, np.float32(0.0)).sum(axis=0, dtype=np.float64) * per_both
         last = np.where(both, np.abs(last_errors), np.float32(0.0)).sum(axis=0, dtype=np.float64) * per_both
-        self.skill_model += gain_both * (model - self.skill_model)
-        self.skill_last += gain_both * (last - self.skill_last)
+        skill_model, skill_last = self.skill_model[cols], self.skill_last[cols]
+        skill_model += gain_both * (model - skill_model)
+        skill_last += gain_both * (last - skill_last)
 
-        slot = self.last_season[tick % self.season_length]
+        slot = self.last_season[tick % self.season_length, cols]
         naive_err = np.abs(actual - slot)
         ok = ~np.isnan(naive_err)
         gain_naive = ok * g
-        self.naive_sum += gain_naive * (np.where(ok, naive_err, 0.0) - self.naive_sum)
-        self.naive_w += gain_naive * (1.0 - self.naive_w)
+        naive_sum, naive_w = self.naive_sum[cols], self.naive_w[cols]
+        naive_sum += gain_naive * (np.where(ok, naive_err, 0.0) - naive_sum)
+        naive_w += gain_naive * (1.0 - naive_w)
         slot[...] = actual
 
     def report(self, keys: tuple[Hashable, ...], nominal: float, min_weight: float = 0.05) -> AccuracyReport:

@@ -39,10 +39,10 @@ def robust_center_scale(ordered: Float32Array, count: IntArray, floor: float) ->
 
 def _sorted_median(ordered: Float32Array, count: IntArray) -> FloatArray:
     last = np.maximum(count - 1, 0)
-    lo = (last // 2)[:, None]
-    hi = ((last + 1) // 2)[:, None]
-    a = np.take_along_axis(ordered, lo, axis=1)[:, 0].astype(np.float64)
-    b = np.take_along_axis(ordered, hi, axis=1)[:, 0].astype(np.float64)
+    start = np.arange(len(count), dtype=np.int64) * ordered.shape[1]
+    flat = ordered.reshape(-1)  # the two middle order statistics by flat index (one take each)
+    a = flat[start + last // 2].astype(np.float64)
+    b = flat[start + (last + 1) // 2].astype(np.float64)
     result: FloatArray = np.where(count > 0, 0.5 * (a + b), 0.0)
     return result
 

@@ -68,6 +68,7 @@ from apollo.core.forecasting.arrays import (
     Float32Array,
     FloatArray,
     IntArray,
+    column_blocks,
     grow,
     rotating_block,
     select,
@@ -350,37 +351,19 @@ class SeriesBank:
         s_now = self._season[phase].astype(np.float64)
         level, trend, phi = self._level, self._trend, self._phi
 
-        # The model's h-step errors on this sample (origins t-1 .. t-H), re-derived from the state ring row
-        # by row (each origin is one contiguous row of the ring; no gathered copies). Float32 like every
-        # h-step error: they weight the mix and fill the interval window (see combine.py).
-        origins = t - self._h
-        y32 = y.astype(np.float32)
-        deseasoned = y - s_now
-        model_errors: Float32Array = np.empty((H, len(y)), dtype=np.float32)
-        row = np.empty(len(y))
-        for lead, slot in enumerate((origins % H).tolist()):
-            np.multiply(self._phi_sum[lead], self._trend_ring[slot], out=row)
-            row += self._level_ring[slot]
-            np.subtract(deseasoned, row, out=model_errors[lead])
-        valid = origins[:, None] >= self._valid_since
-        valid &= observed
-
         # The state gate: a robust test on the one-step residual keeps outliers out of the state.
+        deseasoned = y - s_now
         residual = y - (level + phi * trend + s_now)
         z = robust_z(residual, self._center, self._scale)
         outlier = observed & self._initialised & (np.abs(z) > cfg.anomaly_z)
 
-        last_errors = self._combiner.learn(t, y32, model_errors, valid, outlier)
-        # Errors of what was published (the mix), which intervals and accuracy are about.
-        errors = self._combiner.past_published(t, y32)  # [H, n] float32
-        valid &= ~np.isnan(errors)
-
-        # Score before the errors enter the buffer, so coverage is out of sample.
-        self._accuracy.record(t, y, errors, valid, self._offsets[0], self._offsets[-1], last_errors)
+        # The h-step errors of this sample, a block of series at a time (see BLOCK_SERIES).
+        y32 = y.astype(np.float32)
+        slots = ((t - self._h) % H).tolist()
+        for cols in column_blocks(len(y)):
+            self._score_block(t, cols, slots, y[cols], y32[cols], deseasoned[cols], observed[cols], outlier[cols])
 
         accepted, shift = advance_runs(self._runs, outlier, residual, observed, cfg.shift_run)
-
-        self._errors.push(t, errors, valid)
 
         # State update; outliers and missing observations move the state by its own forecast only.
         use = observed & self._initialised & ~outlier
@@ -429,6 +412,40 @@ class SeriesBank:
             abnormal=verdict.abnormal,
             abnormal_score=verdict.score,
         )
+
+    def _score_block(
+        self,
+        t: int,
+        cols: slice,
+        slots: list[int],
+        y: FloatArray,
+        y32: Float32Array,
+        deseasoned: FloatArray,
+        observed: BoolArray,
+        outlier: BoolArray,
+    ) -> None:
+        """The h-step errors of sample ``t`` for the series ``cols`` (the arrays hold only them).
+
+        The model's errors (re-derived from the state rings row by row: each origin is one contiguous
+        row, so no gathered copies) train the mix's weights; the published forecast's errors are scored
+        for accuracy, then enter the interval window. Float32 like every h-step error (see combine.py).
+        """
+        model_errors: Float32Array = np.empty((self.horizon, len(y)), dtype=np.float32)
+        row = np.empty(len(y))
+        for lead, slot in enumerate(slots):
+            np.multiply(self._phi_sum[lead, cols], self._trend_ring[slot, cols], out=row)
+            row += self._level_ring[slot, cols]
+            np.subtract(deseasoned, row, out=model_errors[lead])
+        valid = (t - self._h)[:, None] >= self._valid_since[cols]  # origins t-1 .. t-H
+        valid &= observed
+        last_errors = self._combiner.learn(t, y32, model_errors, valid, outlier, cols)
+        # Errors of what was published (the mix), which intervals and accuracy are about.
+        errors = self._combiner.past_published(t, y32, cols)
+        valid &= ~np.isnan(errors)
+        # Score before the errors enter the buffer, so coverage is out of sample.
+        lower, upper = self._offsets[0, :, cols], self._offsets[-1, :, cols]
+        self._accuracy.record(t, y, errors, valid, lower, upper, last_errors, cols)
+        self._errors.push(t, errors, valid, cols)
 
     def _publish(self, origin: int) -> None:
         """The mean forecast for ticks origin+1 .. origin+H: the model's, mixed with the other experts."""

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from apollo.core.forecasting.arrays import BoolArray, Float32Array, FloatArray, IntArray, grow, select
+from apollo.core.forecasting.arrays import BoolArray, Float32Array, FloatArray, IntArray, column_blocks, grow, select
 
 EXPERTS = ("model", "last_value", "slow_mean")
 POWER = 4  # applied as two squarings in weights()
 _MSE_FLOOR = 1e-12  # squared units; keeps 1/mse finite on a perfectly flat series
+_ALL = slice(None)
 
 
 class Combiner:
@@ -64,14 +65,15 @@ class Combiner:
 
     # ------------------------------------------------------------------ per tick
 
-    def past_published(self, tick: int, actual: Float32Array) -> Float32Array:
-        """``[H, n]``: row h-1 = ``actual`` minus the combined forecast made at origin ``tick - h`` for ``tick``.
+    def past_published(self, tick: int, actual: Float32Array, cols: slice = _ALL) -> Float32Array:
+        """``[H, b]``: row h-1 = ``actual`` minus the combined forecast made at origin ``tick - h`` for ``tick``.
 
-        Row by row (each origin's slot is one contiguous row), so no gathered copy of the ring is made.
+        ``actual`` holds the series ``cols``. Row by row (each origin's slot is one contiguous row), so no
+        gathered copy of the ring is made.
         """
         errors: Float32Array = np.empty((self.horizon, actual.shape[0]), dtype=np.float32)
         for lead, slot in enumerate(self._slots(tick)):
-            np.subtract(actual, self.published[slot, lead], out=errors[lead])
+            np.subtract(actual, self.published[slot, lead, cols], out=errors[lead])
         return errors
 
     def _slots(self, tick: int) -> list[int]:
@@ -79,15 +81,23 @@ class Combiner:
         return [(tick - 1 - lead) % self.horizon for lead in range(self.horizon)]
 
     def learn(
-        self, tick: int, actual: Float32Array, model_errors: Float32Array, valid: BoolArray, outlier: BoolArray
+        self,
+        tick: int,
+        actual: Float32Array,
+        model_errors: Float32Array,
+        valid: BoolArray,
+        outlier: BoolArray,
+        cols: slice = _ALL,
     ) -> Float32Array:
         """Score each expert's forecasts for ``tick`` (made at origins tick-1..tick-H) on the same samples.
 
-        ``model_errors`` is ``actual`` minus the model's ``[H, n]`` forecasts from those origins, ``valid``
-        where an error may be recorded, ``outlier`` the samples the state gate rejected: they are left out
-        of the weights, because a spike misses every expert by about as much and would level a day of
-        evidence in one sample. Returns the last-value errors ``[H, n]`` on every valid sample (NaN
-        elsewhere), the baseline the accuracy tracker compares against.
+        The arguments hold the series ``cols`` (all by default; the bank passes blocks of
+        :data:`~apollo.core.forecasting.arrays.BLOCK_SERIES`). ``model_errors`` is ``actual`` minus the
+        model's ``[H, b]`` forecasts from those origins, ``valid`` where an error may be recorded,
+        ``outlier`` the samples the state gate rejected: they are left out of the weights, because a spike
+        misses every expert by about as much and would level a day of evidence in one sample. Returns the
+        last-value errors ``[H, b]`` on every valid sample (NaN elsewhere), the baseline the accuracy
+        tracker compares against.
 
         The errors are float32 (half the memory traffic); their squares and the sums are float64. The
         exponentially weighted sums move as ``s += g * (x - s)`` with ``g = 1 - decay`` where a sample is
@@ -97,20 +107,22 @@ class Combiner:
         errors = np.empty((len(EXPERTS), *model_errors.shape), dtype=np.float32)
         errors[0] = model_errors
         for lead, slot in enumerate(self._slots(tick)):
-            np.subtract(actual, self.last_ring[slot], out=errors[1, lead])
-            np.subtract(actual, self.slow_ring[slot], out=errors[2, lead])
+            np.subtract(actual, self.last_ring[slot, cols], out=errors[1, lead])
+            np.subtract(actual, self.slow_ring[slot, cols], out=errors[2, lead])
         missing = np.isnan(errors)
         ok = valid & ~missing[0]
         ok &= ~missing[1]
         ok &= ~missing[2]
         last_err: Float32Array = np.where(ok, errors[1], np.float32(np.nan))
         learn = ok & ~outlier
-        gain = learn * (1.0 - self.decay)  # [H, n]: the EW step where learnt, 0 (no change) elsewhere
-        step = 1.0 - self.weight
+        gain = learn * (1.0 - self.decay)  # [H, b]: the EW step where learnt, 0 (no change) elsewhere
+        weight = self.weight[:, cols]
+        step = 1.0 - weight
         step *= gain
-        self.weight += step
+        weight += step
         np.copyto(errors, 0.0, where=~learn)  # NaN errors of unlearnt cells would poison the zero step
-        for k, sq_sum in enumerate(self.sq_sum):
+        for k in range(len(EXPERTS)):
+            sq_sum = self.sq_sum[k, :, cols]
             np.square(errors[k], out=step, dtype=np.float64)  # exact: a float32 product fits a float64
             step -= sq_sum
             step *= gain
@@ -131,12 +143,21 @@ class Combiner:
         The experts share one weight per (lead, series), so ``1 / mse ** 4`` normalises to the same as
         ``1 / sq_sum ** 4``; the floor keeps a perfectly flat series finite.
         """
-        known = self.weight > 0
+        result: FloatArray = np.empty_like(self.sq_sum)
+        for cols in column_blocks(self.weight.shape[1]):
+            self._weights_block(cols, result[:, :, cols])
+        return result
+
+    def _weights_block(self, cols: slice, out: FloatArray) -> None:
+        """:meth:`weights` of the series ``cols`` into ``out`` ``[K, H, b]``."""
+        weight = self.weight[:, cols]
+        known = weight > 0
         if not self.enabled or not known.any():
-            result = np.zeros_like(self.sq_sum)
-            result[0] = 1.0
-            return result
-        inverse = np.maximum(self.sq_sum, _MSE_FLOOR * self.weight[None])
+            out[0] = 1.0
+            out[1:] = 0.0
+            return
+        inverse = out
+        np.maximum(self.sq_sum[:, :, cols], _MSE_FLOOR * weight[None], out=inverse)
         inverse *= inverse  # ** 2
         inverse *= inverse  # ** 4 (POWER): two multiplications, far cheaper than a float power
         with np.errstate(divide="ignore", invalid="ignore"):  # unknown cells (weight 0) are replaced below
@@ -148,22 +169,26 @@ class Combiner:
                 total += inverse[k]
             inverse /= total
         unknown = ~known
-        inverse[0][unknown] = 1.0
-        inverse[1:, unknown] = 0.0
-        return inverse
+        np.copyto(inverse[0], 1.0, where=unknown)
+        np.copyto(inverse[1:], 0.0, where=unknown)
 
     def combine(self, tick: int, model_mean: FloatArray) -> FloatArray:
         """Mix the model's ``[H, n]`` forecast from origin ``tick`` with the other experts; remember all three.
 
         The three forecasts exist for the same series (each starts with the series' first sample), so the
-        mix is NaN exactly where the model's is.
+        mix is NaN exactly where the model's is. Weights and mix are formed a block of series at a time,
+        so each block's weights are still in cache when they are used.
         """
-        w = self.weights()  # a fresh array: the other products are formed in it
-        result: FloatArray = w[0] * model_mean
-        w[1] *= self.last
-        result += w[1]
-        w[2] *= self.slow
-        result += w[2]
+        result: FloatArray = np.empty_like(model_mean)
+        for cols in column_blocks(model_mean.shape[1]):
+            wb: FloatArray = np.empty((len(EXPERTS), self.horizon, cols.stop - cols.start))
+            self._weights_block(cols, wb)
+            mixed = result[:, cols]
+            np.multiply(wb[0], model_mean[:, cols], out=mixed)
+            wb[1] *= self.last[cols]
+            mixed += wb[1]
+            wb[2] *= self.slow[cols]
+            mixed += wb[2]
         slot = tick % self.horizon
         self.published[slot] = result
         self.last_ring[slot] = self.last

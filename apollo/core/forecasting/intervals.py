@@ -23,6 +23,8 @@ import numpy as np
 
 from apollo.core.forecasting.arrays import BoolArray, Float32Array, FloatArray, IntArray, grow, select
 
+_ALL = slice(None)
+
 
 class ErrorBuffer:
     """Rolling window of h-step-ahead forecast errors, ``errors[window, horizon, n_series]`` float32."""
@@ -33,12 +35,15 @@ class ErrorBuffer:
         self.errors: Float32Array = np.full((window, horizon, n_series), np.nan, dtype=np.float32)
         self.count: IntArray = np.zeros((horizon, n_series), dtype=np.int64)
 
-    def push(self, tick: int, errors: Float32Array, valid: BoolArray) -> None:
-        """Store this tick's errors (``[horizon, n]``; only where ``valid``), evicting the oldest slot."""
-        slot = self.errors[tick % self.window]
-        self.count -= ~np.isnan(slot)
-        slot[...] = np.where(valid, errors, np.nan)
-        self.count += valid
+    def push(self, tick: int, errors: Float32Array, valid: BoolArray, cols: slice = _ALL) -> None:
+        """Store this tick's errors of the series ``cols`` (``[horizon, b]``; only where ``valid``),
+        evicting the oldest slot's."""
+        slot = self.errors[tick % self.window, :, cols]
+        count = self.count[:, cols]
+        count -= ~np.isnan(slot)
+        np.copyto(slot, errors)
+        np.copyto(slot, np.nan, where=~valid)
+        count += valid
 
     def sorted_block(self, rows: slice) -> Float32Array:
         """Errors of ``rows`` as ``[horizon, n_rows, window]``, ascending along the last axis, NaN last."""
@@ -71,13 +76,20 @@ def empirical_offsets(
     """
     last = np.maximum(count - 1, 0)
     all_levels = np.concatenate([levels, [0.5]])
-    pos = last[:, :, None] * all_levels[None, None, :]  # [H, n, Q+1]
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, last[:, :, None])
+    pos = last[None] * all_levels[:, None, None]  # [Q+1, H, n], level-major like the result
+    lo = pos.astype(np.int64)  # floor: positions are >= 0
     frac = pos - lo
-    lo_val = np.take_along_axis(ordered, lo, axis=2).astype(np.float64)
-    hi_val = np.take_along_axis(ordered, hi, axis=2).astype(np.float64)
-    values = (lo_val + frac * (hi_val - lo_val)).transpose(2, 0, 1)  # [Q+1, H, n]
+    hi = np.minimum(lo + 1, last[None])
+    # Order statistics by flat index into the block (one take each) rather than take_along_axis, which
+    # builds broadcast index arrays for every axis.
+    horizon, rows, window = ordered.shape
+    start = (np.arange(horizon * rows, dtype=np.int64) * window).reshape(horizon, rows)
+    lo += start
+    hi += start
+    flat = ordered.reshape(-1)
+    lo_val = flat[lo].astype(np.float64)
+    hi_val = flat[hi].astype(np.float64)
+    values = lo_val + frac * (hi_val - lo_val)  # [Q+1, H, n]
     median = values[-1]
     factor = 1.0 + widening / np.maximum(count, 1)
     offsets = median[None] + factor[None] * (values[:-1] - median[None])
