@@ -73,17 +73,23 @@ def advance_runs(
     unflagged observation. Missing observations leave the run as it is (a scrape gap is no evidence either
     way). ``shift`` is the mean residual of the accepted run: the distance from the old level to the new.
     """
-    sign = np.sign(np.where(flagged, residual, 0.0))
-    run_sign = np.sign(runs.total)
-    continues = flagged & (sign == run_sign) & (runs.length > 0)
-    restarts = flagged & ~continues
-    ends = observed & ~flagged
-    runs.length = np.where(continues, runs.length + 1, np.where(restarts, 1, np.where(ends, 0, runs.length)))
-    runs.total = np.where(
-        continues, runs.total + residual, np.where(restarts, residual, np.where(ends, 0.0, runs.total))
-    )
-    accepted = runs.length >= shift_run
-    shift = np.where(accepted, runs.total / np.maximum(runs.length, 1), 0.0)
-    runs.length = np.where(accepted, 0, runs.length)
-    runs.total = np.where(accepted, 0.0, runs.total)
+    # Only series with a flag now or a run open change (a closed run is length 0 and total 0.0, and an
+    # unflagged sample leaves it so); flags are a few percent of samples, so work on those rows alone.
+    rows = np.flatnonzero(flagged | (runs.length > 0))
+    accepted = np.zeros(flagged.shape, dtype=np.bool_)
+    shift = np.zeros(flagged.shape)
+    if rows.size == 0:
+        return accepted, shift
+    flag, res, length, total = flagged[rows], residual[rows], runs.length[rows], runs.total[rows]
+    sign = np.sign(np.where(flag, res, 0.0))
+    continues = flag & (sign == np.sign(total)) & (length > 0)
+    restarts = flag & ~continues
+    ends = observed[rows] & ~flag
+    length = np.where(continues, length + 1, np.where(restarts, 1, np.where(ends, 0, length)))
+    total = np.where(continues, total + res, np.where(restarts, res, np.where(ends, 0.0, total)))
+    done = length >= shift_run
+    accepted[rows] = done
+    shift[rows] = np.where(done, total / np.maximum(length, 1), 0.0)
+    runs.length[rows] = np.where(done, 0, length)
+    runs.total[rows] = np.where(done, 0.0, total)
     return accepted, shift

@@ -43,9 +43,10 @@ def select(arr: NDArray[Any], rows: IntArray, axis: int = 0) -> NDArray[Any]:
 BLOCK_SERIES = 8192
 
 
-def column_blocks(n: int, size: int = BLOCK_SERIES) -> list[slice]:
-    """Consecutive slices covering ``0 .. n`` of at most ``size`` series each (none when n == 0)."""
-    return [slice(start, min(n, start + size)) for start in range(0, n, size)]
+def column_blocks(n: int, size: int | None = None) -> list[slice]:
+    """Consecutive slices covering ``0 .. n`` of at most ``size`` (default :data:`BLOCK_SERIES`) series each."""
+    step = BLOCK_SERIES if size is None else size
+    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
 
 
 def rotating_block(n: int, blocks: int, tick: int) -> slice:

@@ -440,7 +440,7 @@ class SeriesBank:
         valid &= observed
         last_errors = self._combiner.learn(t, y32, model_errors, valid, outlier, cols)
         # Errors of what was published (the mix), which intervals and accuracy are about.
-        errors = self._combiner.past_published(t, y32, cols)
+        errors = self._combiner.past_published(t, y, cols)
         valid &= ~np.isnan(errors)
         # Score before the errors enter the buffer, so coverage is out of sample.
         lower, upper = self._offsets[0, :, cols], self._offsets[-1, :, cols]

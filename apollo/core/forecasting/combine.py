@@ -65,11 +65,13 @@ class Combiner:
 
     # ------------------------------------------------------------------ per tick
 
-    def past_published(self, tick: int, actual: Float32Array, cols: slice = _ALL) -> Float32Array:
+    def past_published(self, tick: int, actual: FloatArray, cols: slice = _ALL) -> Float32Array:
         """``[H, b]``: row h-1 = ``actual`` minus the combined forecast made at origin ``tick - h`` for ``tick``.
 
         ``actual`` holds the series ``cols``. Row by row (each origin's slot is one contiguous row), so no
-        gathered copy of the ring is made.
+        gathered copy of the ring is made. The difference is taken in float64 and rounded to float32 (what
+        the interval window stores): rounding ``actual`` to float32 first would turn the published
+        forecast's own float32 rounding on a flat series into exact zeros, and change its intervals.
         """
         errors: Float32Array = np.empty((self.horizon, actual.shape[0]), dtype=np.float32)
         for lead, slot in enumerate(self._slots(tick)):
