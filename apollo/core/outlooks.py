@@ -15,7 +15,7 @@ without per-pod metrics, and it follows the forecast rather than one sample.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +208,9 @@ class PodIndexer:
         self._dirty_groups: set[Workload] = set()
         self._stacked: tuple[tuple[Workload, ...], IntArray, FloatArray, IntArray, IntArray] | None = None
         self._capacity = np.zeros((3, len(index)))
+        # Workloads whose members (rows, shares, requests) the last `index()` may have changed; None: all.
+        self.touched: set[Workload] | None = None
+        self._first = True
         self.set_capacity(capacity)
         self.apply(((pod.namespace, pod.name), pod) for pod in pods)
 
@@ -265,10 +268,14 @@ class PodIndexer:
             bucket.update(ordered)
 
     def index(self) -> PodIndex:
-        """The index as of the changes applied so far (recomputes what they touched)."""
+        """The index as of the changes applied so far (recomputes what they touched; see `touched`)."""
+        touched = set(self._dirty_groups)
         for row in self._dirty_nodes:
             cpu = memory = gpus = cpu_weight = memory_weight = 0.0
             for pod in self._on_node.get(row, {}).values():
+                group = _workload(pod)
+                if group is not None:
+                    touched.add(group)  # its share of the node's load may have moved
                 cpu += pod.cpu_request_cores
                 memory += pod.memory_request_bytes
                 gpus += pod.gpus
@@ -277,6 +284,7 @@ class PodIndexer:
             self._requested[:, row] = (cpu, memory, gpus)
             self._weights[:, row] = (cpu_weight, memory_weight)
         self._dirty_nodes.clear()
+        self.touched, self._first = (None if self._first else touched), False
         if self._dirty_groups or self._stacked is None:
             self._restack()
         groups, rows, weights, group_of, starts = self._stacked  # type: ignore[misc]
@@ -331,44 +339,59 @@ def _workload(pod: RunningPod | None) -> Workload | None:
     return (pod.namespace, pod.owner_kind, pod.owner_name)
 
 
-def workload_outlooks(table: NodeTable, pods: PodIndex) -> list[WorkloadOutlook]:
+def workload_outlooks(
+    table: NodeTable, pods: PodIndex, only: Collection[Workload] | None = None
+) -> list[WorkloadOutlook]:
     """Deployments / StatefulSets with their apportioned use (cores and bytes over the horizon).
 
-    The series are summed per workload with ``np.add.at`` over the pods indexed in ``pods`` (built
-    against ``table``'s rows), so the cost per tick does not grow with a Python loop over pods.
+    The series are summed per workload with ``np.add.reduceat`` over the pods indexed in ``pods`` (built
+    against ``table``'s rows), so the cost per tick does not grow with a Python loop over pods. ``only``
+    restricts the work to those workloads (the engine's update after a few pods changed): each
+    workload's sum is over its own members in the same order either way, so the values are the same.
     """
     horizon = table.horizon
     if horizon == 0 or not pods.groups:
         return []
-    n_groups = len(pods.groups)
-    rows = pods.rows
+    if only is None:
+        selected = list(range(len(pods.groups)))
+        rows, shares, starts = pods.rows, pods.shares, pods.starts
+    else:
+        selected = [g for g, key in enumerate(pods.groups) if key in only]
+        if not selected:
+            return []
+        ends = np.append(pods.starts[1:], len(pods.rows))
+        members = np.concatenate([np.arange(pods.starts[g], ends[g]) for g in selected])
+        sizes = ends[selected] - pods.starts[selected]
+        rows, starts = pods.rows[members], np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        shares = {res: pods.shares[res][members] for res in ("cpu", "memory")}
     columns = {
         "cpu": (table.cpu_capacity, table.cpu_mean, table.cpu_upper),
         "memory": (table.memory_capacity, table.memory_mean, table.memory_upper),
     }
     series: dict[str, FloatArray] = {}
-    known = np.zeros(n_groups, dtype=np.bool_)
+    known = np.zeros(len(selected), dtype=np.bool_)
     for res, (capacity, mean, upper) in columns.items():
         cap = capacity[rows]
         # Per node first, then gathered per pod: nodes are several times fewer than pods.
         forecast_known = np.asarray(~np.isnan(upper).all(axis=1), dtype=np.bool_)
-        usable = (cap > 0) & forecast_known[rows] & (pods.shares[res] > 0)
-        share = np.where(usable, pods.shares[res] * np.nan_to_num(cap), 0.0)[:, None]
+        usable = (cap > 0) & forecast_known[rows] & (shares[res] > 0)
+        share = np.where(usable, shares[res] * np.nan_to_num(cap), 0.0)[:, None]
         for stat, src in (("mean", mean), ("upper", upper)):
             # Members are stored workload by workload, so a sum per workload is one reduceat.
-            summed = np.add.reduceat(np.nan_to_num(src, nan=0.0)[rows] * share, pods.starts, axis=0)
+            summed = np.add.reduceat(np.nan_to_num(src, nan=0.0)[rows] * share, starts, axis=0)
             series[f"{res}_{stat}"] = summed
-        known |= np.maximum.reduceat(usable, pods.starts)
+        known |= np.maximum.reduceat(usable, starts)
     cpu_mean, cpu_upper = series["cpu_mean"], series["cpu_upper"]
     memory_mean, memory_upper = series["memory_mean"], series["memory_upper"]
     out = []
-    for g in np.flatnonzero(known).tolist():
+    for i in np.flatnonzero(known).tolist():
+        g = selected[i]
         namespace, kind, name = pods.groups[g]
         cpu_request, memory_request = pods.mean_requests[g]
         out.append(
             WorkloadOutlook(
                 namespace, kind, name, pods.replicas[g], cpu_request, memory_request,
-                cpu_mean[g], cpu_upper[g], memory_mean[g], memory_upper[g],
+                cpu_mean[i], cpu_upper[i], memory_mean[i], memory_upper[i],
             )
         )  # fmt: skip
     return out

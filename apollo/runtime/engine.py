@@ -100,6 +100,19 @@ class EngineView:
     current: FloatArray = field(default_factory=lambda: np.zeros(0))
 
 
+@dataclass(frozen=True)
+class _HeldOutlooks:
+    """Workload outlooks as last computed, and what they were computed from (see `Engine._outlooks`)."""
+
+    forecast: ForecastResult | None  # None: decided on current load held flat (redone every tick)
+    layout: NodeLayout
+    cpu_capacity: FloatArray
+    memory_capacity: FloatArray
+    pods: PodIndex
+    by_workload: dict[tuple[str, str, str], WorkloadOutlook]
+    outlooks: list[WorkloadOutlook]
+
+
 @dataclass
 class TickStats:
     series: int = 0
@@ -166,7 +179,9 @@ class Engine:
         # Pod-derived arrays, kept while the cluster view is the same object and the layout unchanged, and
         # updated from the reader's account of what changed when it is not.
         self._pods: tuple[ClusterView, NodeLayout, PodIndexer, PodIndex] | None = None
-        self._workloads: tuple[tuple[object, object], list[WorkloadOutlook]] | None = None
+        self._workloads: _HeldOutlooks | None = None
+        # Workloads whose pods changed since the outlooks held were computed (None: unknown, redo all).
+        self._touched: set[tuple[str, str, str]] | None = None
         self._planned_cluster: ClusterView | None = None
         self._unknown: tuple[object, NodeLayout, npt.NDArray[np.bool_]] | None = None
         self._generation = 0
@@ -404,11 +419,53 @@ class Engine:
                 if cluster.nodes is not indexed.nodes:
                     indexer.set_capacity(cluster.nodes)
                 indexer.apply(read.changes)
-                self._pods = (cluster, self._layout, indexer, indexer.index())
-                return self._pods[3]
-        indexer = PodIndexer(self._layout.index, cluster.pods, cluster.nodes)
-        self._pods = (cluster, self._layout, indexer, indexer.index())
-        return self._pods[3]
+                return self._indexed(cluster, indexer)
+        return self._indexed(cluster, PodIndexer(self._layout.index, cluster.pods, cluster.nodes))
+
+    def _indexed(self, cluster: ClusterView, indexer: PodIndexer) -> PodIndex:
+        index = indexer.index()
+        self._pods = (cluster, self._layout, indexer, index)
+        if self._touched is not None and indexer.touched is not None:
+            self._touched |= indexer.touched
+        else:
+            self._touched = None
+        return index
+
+    def _outlooks(
+        self, fc: ForecastResult | None, table: NodeTable, pods: PodIndex, by_forecast: bool
+    ) -> list[WorkloadOutlook]:
+        """Workload outlooks for this tick: kept, updated for the workloads whose pods changed, or redone.
+
+        Between model steps a predictive engine's outlooks depend only on each workload's own pods (who,
+        on which node, their share of its load) and on capacity: after a few pod events only the workloads
+        they touched are recomputed, the same values as a full pass. Deciding on current load (reactive,
+        or no forecast yet: ``by_forecast`` False) redoes them every tick.
+        """
+        held = self._workloads
+        reusable = (
+            by_forecast
+            and held is not None
+            and held.forecast is fc
+            and held.layout is self._layout
+            and np.array_equal(held.cpu_capacity, table.cpu_capacity, equal_nan=True)
+            and np.array_equal(held.memory_capacity, table.memory_capacity, equal_nan=True)
+        )
+        if reusable and held is not None and held.pods is pods:
+            return held.outlooks
+        if reusable and held is not None and self._touched is not None:
+            by_workload = {k: w for k, w in held.by_workload.items() if k not in self._touched}
+            by_workload.update(
+                ((w.namespace, w.kind, w.name), w) for w in workload_outlooks(table, pods, self._touched)
+            )
+        else:
+            by_workload = {(w.namespace, w.kind, w.name): w for w in workload_outlooks(table, pods)}
+        outlooks = [by_workload[g] for g in pods.groups if g in by_workload]  # in workload order, as a full pass
+        self._workloads = _HeldOutlooks(
+            fc if by_forecast else None, self._layout, table.cpu_capacity, table.memory_capacity, pods,
+            by_workload, outlooks,
+        )  # fmt: skip
+        self._touched = set()
+        return outlooks
 
     def _current_now(self, now: float) -> FloatArray:
         """Latest value per series, unknown once older than the staleness budget."""
@@ -479,11 +536,12 @@ class Engine:
             self._layout = NodeLayout.of(self.bank.keys)
             self._layout_keys = self.bank.keys
         horizon = self.bank.horizon
-        if self.reactive or fc is None or len(fc.keys) != len(current):
+        by_forecast = not self.reactive and fc is not None and len(fc.keys) == len(current)
+        if by_forecast and fc is not None:
+            mean, upper = fc.mean, fc.quantile(f.decision_quantile)
+        else:
             # Forecasts not trusted (or none yet): decide on the latest observation held flat.
             mean = upper = np.repeat(current[:, None], horizon, axis=1)
-        else:
-            mean, upper = fc.mean, fc.quantile(f.decision_quantile)
         pods = self._pod_index(read)
         table = node_table(
             self._layout,
@@ -510,11 +568,7 @@ class Engine:
         plan = stepped or self.reactive or cluster is not self._planned_cluster
         if not warming and not unread and plan:
             self._planned_cluster = cluster
-            # Workload outlooks follow the forecast: between model steps (predictive) they are the same.
-            cached = self._workloads
-            if self.reactive or cached is None or cached[0][0] is not fc or cached[0][1] is not pods:
-                cached = self._workloads = ((fc, pods), workload_outlooks(table, pods))
-            workloads = cached[1]
+            workloads = self._outlooks(fc, table, pods, by_forecast)
             self._last_decisions = self.policy.evaluate(now, table, cluster.pods, insights, (), workloads)
             self._publish(self._last_decisions)
         acc = self.accuracy

@@ -245,6 +245,6 @@ def test_workload_outlooks_follow_each_new_forecast_with_pods_on_the_nodes() -> 
         engine.run_tick()
         clock.at += 60.0
         assert engine._workloads is not None
-        uppers.append(engine._workloads[1][0].cpu_upper.copy())
+        uppers.append(engine._workloads.outlooks[0].cpu_upper.copy())
     # Each model step brings a new forecast, and the workload's apportioned use follows it.
     assert len({round(float(u[0]), 6) for u in uppers[-10:]}) > 1

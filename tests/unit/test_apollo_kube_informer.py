@@ -17,7 +17,8 @@ import pytest
 from apollo.adapters.kubernetes import BOUND_PODS, KubeReader
 from apollo.config import ApolloSettings, ForecastSettings, PrometheusSettings, TuningSettings
 from apollo.core.domain import ClusterView, PodSignature
-from apollo.core.outlooks import PodIndexer
+from apollo.core.outlooks import PodIndexer, workload_outlooks
+from apollo.runtime import engine as engine_module
 from apollo.runtime.engine import Engine
 from apollo.runtime.reports import ReportStore, TTLFollower, TTLMap
 from apollo.runtime.sources import ClusterRead, Sample
@@ -93,13 +94,15 @@ def node(name: str, cpu: str = "16", labels: dict[str, str] | None = None, heart
     }
 
 
-def pod(name: str, node_name: str, cpu: str = "1", ready: str = "True", ns: str = "ml") -> dict[str, Any]:
+def pod(
+    name: str, node_name: str, cpu: str = "1", ready: str = "True", ns: str = "ml", owner: str = "train"
+) -> dict[str, Any]:
     return {
         "metadata": {
             "namespace": ns,
             "name": name,
-            "labels": {"app": "train"},
-            "ownerReferences": [{"kind": "StatefulSet", "name": "train", "controller": True}],
+            "labels": {"app": owner},
+            "ownerReferences": [{"kind": "StatefulSet", "name": owner, "controller": True}],
         },
         "spec": {"nodeName": node_name, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]},
         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": ready}]},
@@ -263,11 +266,11 @@ class _Prom:
         raise NotImplementedError
 
 
-def _engine(h: Harness) -> Engine:
+def _engine(h: Harness, tick_seconds: float = 60.0) -> Engine:
     settings = ApolloSettings(
         prometheus=PrometheusSettings(url="http://127.0.0.1:1", queries={"cpu": "cpu", "memory": "memory"}),
         forecast=ForecastSettings(
-            tick_seconds=60, step_seconds=60, horizon_minutes=5, season_minutes=0, warmup_samples=1
+            tick_seconds=tick_seconds, step_seconds=60, horizon_minutes=5, season_minutes=0, warmup_samples=1
         ),
         tuning=TuningSettings(enabled=False),
     ).validate()
@@ -310,6 +313,45 @@ def test_the_engine_index_follows_the_changes_and_equals_a_full_build(h: Harness
         assert all(np.array_equal(got.shares[r], full.shares[r]) for r in full.shares)
     unchanged = engine.run_tick()
     assert engine._pods is not None and engine._pods[0] is unchanged.cluster is view.cluster
+
+
+def test_between_model_steps_only_the_workloads_whose_pods_changed_are_recomputed(h: Harness) -> None:
+    for i in range(12):
+        h.api.put("pods", pod(f"w{i}", ("n1", "n2")[i % 2], cpu=str(1 + i % 3), owner=f"svc-{i % 4}"))
+    engine = _engine(h, tick_seconds=10.0)  # six ticks per model step
+    h.sync()
+    computed: list[set[tuple[str, str, str]] | None] = []
+    full = workload_outlooks
+
+    def spy(table: Any, pods: Any, only: Any = None) -> Any:
+        computed.append(None if only is None else set(only))
+        return full(table, pods, only)
+
+    engine_module.workload_outlooks = spy  # type: ignore[assignment]
+    try:
+        for step in range(18):
+            h.now[0] += 10.0
+            if step % 2:
+                h.api.emit("pods", "ADDED", pod(f"x{step}", "n2", owner=f"svc-{step % 4}"))
+            h.sync()
+            view = engine.run_tick()
+            if engine._workloads is None:  # warming up: nothing planned yet
+                continue
+            assert engine._pods is not None
+            reference = full(view.table, engine._pods[3])
+            got = engine._workloads.outlooks
+            assert [w.key for w in got] == [w.key for w in reference]
+            for a, b in zip(got, reference, strict=True):
+                assert (a.replicas, a.cpu_request_cores, a.memory_request_bytes) == (
+                    b.replicas, b.cpu_request_cores, b.memory_request_bytes,
+                )  # fmt: skip
+                for name in ("cpu_mean", "cpu_upper", "memory_mean", "memory_upper"):
+                    assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    finally:
+        engine_module.workload_outlooks = full
+    partial = [c for c in computed if c is not None]
+    assert partial and all(c <= {("ml", "StatefulSet", f"svc-{k}") for k in range(4)} for c in partial)
+    assert any(len(c) < 4 for c in partial)  # a pod added on n2 touches the workloads there, not all
 
 
 def test_the_benchmark_cluster_reads_as_intended_and_its_churn_keeps_the_pod_count() -> None:

@@ -79,6 +79,17 @@ def _reference(index: Mapping[str, int], pods: Sequence[RunningPod], capacity: M
     )
 
 
+def _members(index: PodIndex) -> dict[tuple[str, str, str], tuple[Any, ...]]:
+    """Per workload: everything its outlook is computed from."""
+    out = {}
+    ends = [*index.starts[1:].tolist(), len(index.rows)]
+    for g, key in enumerate(index.groups):
+        lo, hi = int(index.starts[g]), ends[g]
+        shares = tuple(index.shares[r][lo:hi].tolist() for r in ("cpu", "memory"))
+        out[key] = (index.rows[lo:hi].tolist(), shares, index.replicas[g], index.mean_requests[g])
+    return out
+
+
 def _assert_same(got: PodIndex, want: PodIndex) -> None:
     for name in ("requested", "capacity", "group_of", "starts", "rows"):
         a, b = getattr(got, name), getattr(want, name)
@@ -158,11 +169,17 @@ def test_incremental_index_equals_a_full_build_after_every_batch_of_changes(seed
                 batch = [(key, new)]
             truth.apply(batch)
             changes += batch
+        before = _members(indexer.index())
         indexer.apply(changes)
         if rng.uniform() < 0.2:
             capacity = dict(capacity, **{str(rng.choice(nodes)): NodeCapacity(4.0, 8 * GiB)})
             indexer.set_capacity(capacity)
-        _assert_same(indexer.index(), _reference(index, tuple(truth.pods.values()), capacity))
+        got = indexer.index()
+        _assert_same(got, _reference(index, tuple(truth.pods.values()), capacity))
+        # Workloads not reported as touched are exactly as they were (the engine keeps their outlooks).
+        assert indexer.touched is not None
+        after = _members(got)
+        assert {g for g in set(before) | set(after) if before.get(g) != after.get(g)} <= indexer.touched
 
 
 def test_the_index_handed_out_does_not_change_afterwards() -> None:
