@@ -315,7 +315,9 @@ def test_the_engine_index_follows_the_changes_and_equals_a_full_build(h: Harness
     assert engine._pods is not None and engine._pods[0] is unchanged.cluster is view.cluster
 
 
-def test_between_model_steps_only_the_workloads_whose_pods_changed_are_recomputed(h: Harness) -> None:
+def test_between_model_steps_only_the_workloads_whose_pods_changed_are_recomputed(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for i in range(12):
         h.api.put("pods", pod(f"w{i}", ("n1", "n2")[i % 2], cpu=str(1 + i % 3), owner=f"svc-{i % 4}"))
     engine = _engine(h, tick_seconds=10.0)  # six ticks per model step
@@ -327,28 +329,25 @@ def test_between_model_steps_only_the_workloads_whose_pods_changed_are_recompute
         computed.append(None if only is None else set(only))
         return full(table, pods, only)
 
-    engine_module.workload_outlooks = spy  # type: ignore[assignment]
-    try:
-        for step in range(18):
-            h.now[0] += 10.0
-            if step % 2:
-                h.api.emit("pods", "ADDED", pod(f"x{step}", "n2", owner=f"svc-{step % 4}"))
-            h.sync()
-            view = engine.run_tick()
-            if engine._workloads is None:  # warming up: nothing planned yet
-                continue
-            assert engine._pods is not None
-            reference = full(view.table, engine._pods[3])
-            got = engine._workloads.outlooks
-            assert [w.key for w in got] == [w.key for w in reference]
-            for a, b in zip(got, reference, strict=True):
-                assert (a.replicas, a.cpu_request_cores, a.memory_request_bytes) == (
-                    b.replicas, b.cpu_request_cores, b.memory_request_bytes,
-                )  # fmt: skip
-                for name in ("cpu_mean", "cpu_upper", "memory_mean", "memory_upper"):
-                    assert np.array_equal(getattr(a, name), getattr(b, name)), name
-    finally:
-        engine_module.workload_outlooks = full
+    monkeypatch.setattr(engine_module, "workload_outlooks", spy)
+    for step in range(18):
+        h.now[0] += 10.0
+        if step % 2:
+            h.api.emit("pods", "ADDED", pod(f"x{step}", "n2", owner=f"svc-{step % 4}"))
+        h.sync()
+        view = engine.run_tick()
+        if engine._workloads is None:  # warming up: nothing planned yet
+            continue
+        assert engine._pods is not None and view.table is not None
+        reference = full(view.table, engine._pods[3])
+        got = engine._workloads.outlooks
+        assert [w.key for w in got] == [w.key for w in reference]
+        for a, b in zip(got, reference, strict=True):
+            assert (a.replicas, a.cpu_request_cores, a.memory_request_bytes) == (
+                b.replicas, b.cpu_request_cores, b.memory_request_bytes,
+            )  # fmt: skip
+            for name in ("cpu_mean", "cpu_upper", "memory_mean", "memory_upper"):
+                assert np.array_equal(getattr(a, name), getattr(b, name)), name
     partial = [c for c in computed if c is not None]
     assert partial and all(c <= {("ml", "StatefulSet", f"svc-{k}") for k in range(4)} for c in partial)
     assert any(len(c) < 4 for c in partial)  # a pod added on n2 touches the workloads there, not all
