@@ -49,9 +49,11 @@ Contract details the adapter must respect:
 
 Cost per tick is O(n * H) plus a rotating block of n / refresh_every series whose error windows are
 sorted (quantiles) and n / season_test_every series whose periodicity is re-tested. Memory is about
-``n * (12 * season_length + 4 * error_window * horizon + 4 * horizon**2 + 8 * season_buckets *
-season_history + 16 * quantiles * horizon + 40 * horizon + 200)`` bytes: ~360 MB for 50,000 series at
-5-minute steps, daily season, H = 6 (``bench.forecast`` measures it).
+``n * (8 * season_length + 4 * error_window * horizon + 4 * horizon**2 + 4 * season_buckets *
+season_history + 8 * quantiles * horizon + 80 * horizon + 240)`` bytes: ~280 MiB for 50,000 series at
+5-minute steps, daily season, H = 6 (``bench.forecast`` measures it). The big arrays (season, the last
+season of actuals, error window, bucket means, interval offsets, past forecasts) are float32; what
+accumulates or is published (level, trend, the mix's squared-error sums, the mean forecast) is float64.
 """
 
 from __future__ import annotations
@@ -451,10 +453,11 @@ class SeriesBank:
         """The mean forecast for ticks origin+1 .. origin+H: the model's, mixed with the other experts."""
         if len(self) == 0:
             return
-        phases = (origin + self._h) % self.config.season_length
+        phases = ((origin + self._h) % self.config.season_length).tolist()
         model_mean = self._phi_sum * self._trend
         model_mean += self._level
-        model_mean += self._season[phases]
+        for lead, phase in enumerate(phases):  # row by row: no gathered copy of the season
+            model_mean[lead] += self._season[phase]
         self._mean = self._combiner.combine(origin, model_mean)
 
     def _refresh_block(self, rows: slice) -> None:
