@@ -15,6 +15,7 @@ changes, not one lookup per pod per tick.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -24,6 +25,8 @@ from apollo.core.domain import ClusterView, NodeCapacity, PodSignature, RunningP
 from apollo.core.outlooks import PodChange, PodKey
 from apollo.runtime.reports import TTLFollower, TTLMap
 from apollo.runtime.sources import ClusterRead
+
+log = logging.getLogger("apollo.kubernetes")
 
 
 def _key(obj: dict[str, Any]) -> tuple[PodKey, str]:
@@ -173,6 +176,8 @@ class ClusterCache:
                 self._nodes_dirty = False
             view = ClusterView(self._published[0], self._published[1], tuple(self._pods.values()))
             read = ClusterRead(view, base if self._complete else None, tuple(self._changes))
+            if base is None:
+                log.info("kubernetes synced", extra={"nodes": len(view.nodes), "pods": len(view.pods)})
             self._view = view
             self._changes = []
             self._complete = True
