@@ -212,7 +212,27 @@ class PodIndexer:
         self.touched: set[Workload] | None = None
         self._first = True
         self.set_capacity(capacity)
-        self.apply(((pod.namespace, pod.name), pod) for pod in pods)
+        self._load(pods)
+
+    def _load(self, pods: Sequence[RunningPod]) -> None:
+        """The first pods, in one pass (what `apply` would do for each, without its bookkeeping per change)."""
+        for pod in pods:
+            key = (pod.namespace, pod.name)
+            if key in self._position:  # the same pod twice: the later one replaces it, as in `apply`
+                self.apply([(key, pod)])
+                continue
+            self._position[key] = self._next
+            self._next += 1
+            row = self._index.get(pod.node)
+            if row is None:
+                continue
+            self._pods[key] = pod
+            self._on_node.setdefault(row, {})[key] = pod
+            group = _workload(pod)
+            if group is not None:
+                self._members.setdefault(group, {})[key] = pod
+        self._dirty_nodes.update(self._on_node)
+        self._dirty_groups.update(self._members)
 
     def set_capacity(self, capacity: Mapping[str, NodeCapacity]) -> None:
         """Kubernetes' allocatable per node (a new array: indexes already handed out keep theirs)."""

@@ -196,3 +196,14 @@ def test_the_index_handed_out_does_not_change_afterwards() -> None:
     indexer.apply([(("ns", "p"), None), (("ns", "q"), None)])
     empty = indexer.index()
     assert empty.groups == () and empty.rows.size == 0 and empty.requested[0, 0] == 0.0
+
+
+def test_a_pod_listed_twice_counts_once_as_its_later_version_in_its_first_place() -> None:
+    capacity = {"a": NodeCapacity(8.0, 32 * GiB), "b": NodeCapacity(8.0, 32 * GiB)}
+    first = RunningPod("ns", "p", "a", "Deployment", "w", cpu_request_cores=1.0)
+    other = RunningPod("ns", "q", "b", "Deployment", "w", cpu_request_cores=2.0)
+    later = replace(first, cpu_request_cores=5.0)
+    index = {"a": 0, "b": 1}
+    _assert_same(
+        PodIndexer(index, [first, other, later], capacity).index(), _reference(index, [later, other], capacity)
+    )
